@@ -1,0 +1,398 @@
+"""State changes of approval requests: one function per change.
+
+Every function here runs its change, the audit event and any outbox row in one
+transaction, holding the request's row lock, so that concurrent callers (two
+reviewers clicking at once, a decision racing an escalation) serialize and
+exactly one of them changes the state; the others see what it left.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from approvals import audit
+from approvals.canonical import sha256_hex
+from approvals.errors import (
+    ActionNotAllowed,
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    Invalid,
+    NoPolicy,
+    NotVisible,
+    PolicyBroken,
+)
+from approvals.models import Agent, ApprovalRequest, Ownership, Status, Vote
+from policies.matching import route
+from policies.models import Role
+
+logger = logging.getLogger(__name__)
+
+APPROVE, DENY = "approve", "deny"
+OUTCOME_STATUS = {APPROVE: Status.APPROVED, DENY: Status.DENIED}
+
+
+@dataclass(frozen=True)
+class Result:
+    request: ApprovalRequest
+    changed: bool  # False: an idempotent repeat that changed nothing
+
+
+# --- agents -------------------------------------------------------------------
+
+
+def create_request(
+    agent: Agent, *, body: dict[str, Any], idempotency_key: str | None = None
+) -> Result:
+    """Route a new request to its policy rule and open level 1.
+
+    1. The agent must be allowed the action (its globs).
+    2. A known ``Idempotency-Key`` returns the stored request if the body is
+       the same, and is a conflict if it is not.
+    3. No matching rule: fail closed, nothing is stored.
+    4. Store the request with the rule's chain copied into it, its first
+       owner, and the ``created`` audit event, in one transaction.
+    """
+    action = body["action"]
+    if not agent.may_request(action):
+        raise ActionNotAllowed(f"Agent '{agent.name}' may not request action '{action}'.")
+    body_sha256 = sha256_hex(body)
+    if idempotency_key is not None:
+        existing = _replay(agent, idempotency_key, body_sha256)
+        if existing is not None:
+            return Result(existing, changed=False)
+
+    requester = body.get("requester") or {}
+    found = route(
+        action=action,
+        context=body.get("context") or {},
+        payload=body.get("payload") or {},
+        agent=agent.name,
+        requester=requester,
+    )
+    if found is None:
+        raise NoPolicy(f"No policy rule matches action '{action}'.")
+    rule = found.rule
+    first_role = Role.objects.filter(name=rule["levels"][0]["role"]).first()
+    if first_role is None:
+        logger.error("policy %s names missing role %s", found.policy_name, rule["levels"][0])
+        raise PolicyBroken(
+            f"Policy '{found.policy_name}' routes to role "
+            f"'{rule['levels'][0]['role']}', which does not exist."
+        )
+
+    now = timezone.now()
+    request = ApprovalRequest(
+        agent=agent,
+        idempotency_key=idempotency_key,
+        body_sha256=body_sha256,
+        action=action,
+        summary=body["summary"],
+        context=body.get("context") or {},
+        payload=body.get("payload") or {},
+        requester=requester,
+        callback_url=body.get("callback_url") or agent.callback_url,
+        policy_version=found.version,
+        rule_name=rule["name"],
+        action_class=rule["class"],
+        levels=rule["levels"],
+        on_timeout=rule["on_timeout"],
+        fail_open=rule["fail_open"],
+        ticket_on_timeout=rule["ticket"],
+        approvals_required=rule["approvals"],
+        editable=rule["editable"],
+        remind_seconds=rule["remind"],
+        owner_role=first_role,
+        level_started_at=now,
+        due_at=now + timedelta(seconds=rule["levels"][0]["deadline"]),
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with transaction.atomic():
+            request.save(force_insert=True)
+            Ownership.objects.create(request=request, role=first_role, level=1)
+            audit.record(request, "created", actor={"agent": agent.name})
+    except IntegrityError:
+        # Two identical creates raced past the replay check: the other won.
+        existing = _replay(agent, idempotency_key, body_sha256) if idempotency_key else None
+        if existing is None:
+            raise
+        return Result(existing, changed=False)
+    return Result(request, changed=True)
+
+
+def _replay(agent: Agent, key: str, body_sha256: str) -> ApprovalRequest | None:
+    existing = ApprovalRequest.objects.filter(agent=agent, idempotency_key=key).first()
+    if existing is not None and existing.body_sha256 != body_sha256:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was already used with a different body; "
+            "use a new key for a new request."
+        )
+    return existing
+
+
+def cancel(request_id, *, agent: Agent, reason: str = "") -> ApprovalRequest:
+    """The agent withdraws its pending request."""
+    with transaction.atomic():
+        request = _lock(ApprovalRequest.objects.filter(agent=agent), request_id)
+        if request.is_terminal:
+            raise Conflict(f"The request is already {request.status}.", request)
+        _finish(
+            request,
+            Status.CANCELLED,
+            by={"agent": agent.name},
+            reason=reason,
+            actor={"agent": agent.name},
+        )
+    return request
+
+
+# --- reviewers ----------------------------------------------------------------
+
+
+def decide(
+    request_id,
+    *,
+    reviewer,
+    outcome: str,
+    reason: str = "",
+    payload: dict | None = None,
+) -> Result:
+    """A reviewer approves or denies.
+
+    1. Only someone whose roles owned the request may see it (else NotVisible).
+    2. On a terminal request the same outcome is an idempotent repeat; any
+       other is a Conflict; after expiry it is recorded as a late decision.
+    3. Only members of the current owning role decide, the claimant alone
+       while it is claimed, and the person it was requested for never approves.
+    4. A deny needs a reason and ends the request. An approve is a vote; the
+       request is approved once ``approvals_required`` distinct reviewers
+       approved the same payload.
+    """
+    if outcome not in OUTCOME_STATUS:
+        raise Invalid("outcome", "Choose approve or deny.")
+    with transaction.atomic():
+        request = _lock_for_reviewer(request_id, reviewer)
+        if request.status == Status.EXPIRED:
+            _record_late_decision(request, reviewer, outcome, reason)
+        elif request.is_terminal:
+            if OUTCOME_STATUS[outcome] != request.status:
+                raise Conflict(f"The request is already {request.status}.", request)
+            return Result(request, changed=False)
+        else:
+            return _decide_pending(request, reviewer, outcome, reason, payload)
+    # Outside the transaction: the late decision above is committed, kept in
+    # the audit for the ticket's owners, and the reviewer still gets a 409.
+    raise Conflict(f"Too late: the request expired at {_iso(request.decided_at)}.", request)
+
+
+def _decide_pending(
+    request: ApprovalRequest, reviewer, outcome: str, reason: str, payload: dict | None
+) -> Result:
+    _check_may_decide(request, reviewer, _role_names(reviewer))
+    if outcome == APPROVE:
+        return _approve(request, reviewer, reason, payload)
+    if not reason.strip():
+        raise Invalid("reason", "A reason is required to deny.")
+    _finish(
+        request,
+        Status.DENIED,
+        by={"user": reviewer.get_username(), "role": request.owner_role.name},
+        reason=reason,
+        actor={"user": reviewer.get_username()},
+    )
+    return Result(request, changed=True)
+
+
+def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reason: str) -> None:
+    audit.record(
+        request,
+        "late_decision",
+        actor={"user": reviewer.get_username()},
+        data={"outcome": outcome, "reason": reason, "expired_at": _iso(request.decided_at)},
+    )
+
+
+def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | None) -> Result:
+    if request.on_behalf_of == reviewer.get_username():
+        raise Forbidden(
+            f"Four eyes: this was requested on behalf of {reviewer.get_username()}, "
+            "who may not approve it."
+        )
+    approved = request.payload
+    if payload is not None and payload != request.payload:
+        if not request.editable:
+            raise Invalid("payload", "This rule is not editable; approve the payload as requested.")
+        approved = payload
+    digest = sha256_hex(approved)
+    vote, created = Vote.objects.get_or_create(
+        request=request,
+        user=reviewer,
+        defaults={
+            "role": request.owner_role.name,
+            "level": request.level,
+            "payload_sha256": digest,
+            "payload": approved,
+        },
+    )
+    if not created and vote.payload_sha256 == digest:
+        return Result(request, changed=False)
+    if not created:
+        vote.payload_sha256, vote.payload, vote.level = digest, approved, request.level
+        vote.role = request.owner_role.name
+        vote.save(update_fields=["payload_sha256", "payload", "level", "role"])
+    approvers = list(
+        request.votes.filter(payload_sha256=digest)
+        .order_by("created_at")
+        .values_list("user__username", flat=True)
+    )
+    username = reviewer.get_username()
+    if len(approvers) < request.approvals_required:
+        audit.record(
+            request,
+            "approval_recorded",
+            actor={"user": username},
+            data={
+                "approvals": len(approvers),
+                "required": request.approvals_required,
+                "payload_sha256": digest,
+                "reason": reason,
+            },
+        )
+        return Result(request, changed=True)
+    _finish(
+        request,
+        Status.APPROVED,
+        by={"user": username, "role": request.owner_role.name},
+        reason=reason,
+        actor={"user": username},
+        payload=approved,
+        extra={"approvers": approvers} if request.approvals_required > 1 else {},
+    )
+    return Result(request, changed=True)
+
+
+def claim(request_id, *, reviewer) -> Result:
+    """Take a pending request by name: while claimed, only the claimant decides."""
+    with transaction.atomic():
+        request = _lock_for_reviewer(request_id, reviewer)
+        if request.is_terminal:
+            raise Conflict(f"The request is already {request.status}.", request)
+        _check_member(request, _role_names(reviewer))
+        if request.claimed_by_id == reviewer.pk:
+            return Result(request, changed=False)
+        if request.claimed_by_id is not None:
+            raise Forbidden(f"Claimed by {request.claimed_by.get_username()}.")
+        now = timezone.now()
+        request.claimed_by, request.claimed_at, request.updated_at = reviewer, now, now
+        request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
+        audit.record(request, "claimed", actor={"user": reviewer.get_username()})
+    return Result(request, changed=True)
+
+
+def unclaim(request_id, *, reviewer) -> Result:
+    with transaction.atomic():
+        request = _lock_for_reviewer(request_id, reviewer)
+        if request.claimed_by_id is None:
+            return Result(request, changed=False)
+        if request.claimed_by_id != reviewer.pk:
+            raise Forbidden(f"Claimed by {request.claimed_by.get_username()}; only they unclaim.")
+        request.claimed_by, request.claimed_at, request.updated_at = None, None, timezone.now()
+        request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
+        audit.record(request, "unclaimed", actor={"user": reviewer.get_username()})
+    return Result(request, changed=True)
+
+
+# --- shared steps ---------------------------------------------------------------
+
+
+def _finish(
+    request: ApprovalRequest,
+    status: str,
+    *,
+    by: dict,
+    reason: str,
+    actor: dict,
+    payload: dict | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Make a pending request terminal: one conditional UPDATE, then its event."""
+    now = timezone.now()
+    fields = {
+        "status": status,
+        "due_at": None,
+        "decided_at": now,
+        "decided_by": by,
+        "decision_reason": reason,
+        "decision_payload": payload,
+        "decision_payload_sha256": sha256_hex(payload) if payload is not None else "",
+        "decision_edited": payload is not None and payload != request.payload,
+        "claimed_by": None,
+        "claimed_at": None,
+        "updated_at": now,
+    }
+    updated = ApprovalRequest.objects.filter(
+        pk=request.pk, status=Status.PENDING, level=request.level
+    ).update(**fields)
+    if updated != 1:
+        # Unreachable while callers hold the row lock; fail loudly if not.
+        raise RuntimeError(f"request {request.pk} changed under a held lock")
+    for name, value in fields.items():
+        setattr(request, name, value)
+    data = {"outcome": status, "by": by, "reason": reason, **(extra or {})}
+    if payload is not None:
+        data.update(
+            payload_sha256=fields["decision_payload_sha256"], edited=fields["decision_edited"]
+        )
+    audit.record(request, status, actor=actor, data=data)
+
+
+def _lock(queryset, request_id) -> ApprovalRequest:
+    try:
+        return (
+            queryset.select_for_update(of=("self",))
+            .select_related("owner_role", "policy_version__policy", "agent", "claimed_by")
+            .get(pk=request_id)
+        )
+    except (ApprovalRequest.DoesNotExist, ValueError, TypeError):
+        raise NotVisible("No such request.") from None
+
+
+def _lock_for_reviewer(request_id, reviewer) -> ApprovalRequest:
+    request = _lock(ApprovalRequest.objects.all(), request_id)
+    if (
+        not ApprovalRequest.objects.filter(pk=request.pk)
+        .visible_to(Role.objects.for_user(reviewer))
+        .exists()
+    ):
+        raise NotVisible("No such request.")
+    return request
+
+
+def _role_names(reviewer) -> set[str]:
+    return set(Role.objects.for_user(reviewer).values_list("name", flat=True))
+
+
+def _check_member(request: ApprovalRequest, roles: set[str]) -> None:
+    if request.owner_role.name not in roles:
+        raise Forbidden(
+            f"Only members of role '{request.owner_role.name}' (level {request.level}) "
+            "may act on this request now."
+        )
+
+
+def _check_may_decide(request: ApprovalRequest, reviewer, roles: set[str]) -> None:
+    _check_member(request, roles)
+    if request.claimed_by_id is not None and request.claimed_by_id != reviewer.pk:
+        raise Forbidden(f"Claimed by {request.claimed_by.get_username()}; only they may decide.")
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from approvals.agents import issue_credentials
+from approvals.models import Agent, ApprovalRequest, AuditEvent
+
+
+class ReadOnlyAdminMixin:
+    """The audit trail and request history are append-only: no edits, no deletes."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = ["name", "key_prefix", "callback_url", "subscribe_escalations", "is_active"]
+    search_fields = ["name", "key_prefix"]
+    readonly_fields = ["key_prefix", "created_at"]
+    fields = [
+        "name", "callback_url", "action_globs", "subscribe_escalations", "is_active",
+        "key_prefix", "created_at",
+    ]  # fmt: skip
+
+    def save_model(self, request, obj: Agent, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        credentials = issue_credentials(obj)
+        messages.warning(
+            request,
+            format_html(
+                "Copy these now, they are shown only once. API key: <code>{}</code> "
+                "Signing secret: <code>{}</code>",
+                credentials.api_key,
+                credentials.signing_secret,
+            ),
+        )
+
+
+class AuditEventInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = AuditEvent
+    fields = ["seq", "at", "kind", "actor", "role", "level", "data"]
+    readonly_fields = fields
+    extra = 0
+    ordering = ["seq"]
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["action", "summary", "status", "owner_role", "level", "due_at", "created_at"]
+    list_filter = ["status", "action_class", "owner_role"]
+    search_fields = ["action", "summary", "id"]
+    list_select_related = ["owner_role"]
+    date_hierarchy = "created_at"
+    inlines = [AuditEventInline]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["at", "kind", "action", "summary", "actor", "role", "level", "policy"]
+    list_filter = ["kind", "role"]
+    search_fields = ["action", "summary", "request__id"]

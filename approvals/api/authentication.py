@@ -1,0 +1,51 @@
+"""Agents authenticate with ``Authorization: Bearer <api key>``."""
+
+from __future__ import annotations
+
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import BasePermission
+
+from approvals.keys import key_matches, split_prefix
+from approvals.models import Agent
+
+
+class AgentPrincipal:
+    """Stands in for ``request.user`` on the agent API; the agent is ``request.auth``."""
+
+    is_authenticated = True
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+
+    def __str__(self) -> str:
+        return f"agent:{self.agent.name}"
+
+
+class AgentKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request):
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != b"bearer":
+            return None
+        if len(parts) != 2:
+            raise AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
+        try:
+            key = parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise AuthenticationFailed("Invalid API key.") from None
+        prefix = split_prefix(key)
+        agent = Agent.objects.filter(key_prefix=prefix, is_active=True).first() if prefix else None
+        if agent is None or not key_matches(key, agent.key_hash):
+            raise AuthenticationFailed("Invalid API key.")
+        return AgentPrincipal(agent), agent
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="agents"'
+
+
+class IsAgent(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.auth, Agent)

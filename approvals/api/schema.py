@@ -1,0 +1,11 @@
+"""Teach drf-spectacular how agents authenticate."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class AgentKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "approvals.api.authentication.AgentKeyAuthentication"
+    name = "agentKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "An agent's API key."}

@@ -1,0 +1,201 @@
+"""The agent and reviewer API: one view per operation, each calling one
+domain function from ``approvals.actions``."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from approvals import actions
+from approvals.api.authentication import AgentKeyAuthentication, IsAgent
+from approvals.api.serializers import (
+    CancelInSerializer,
+    ConflictSerializer,
+    DecisionInSerializer,
+    ErrorSerializer,
+    ListQuerySerializer,
+    RequestCreateSerializer,
+    RequestSerializer,
+    WaitQuerySerializer,
+)
+from approvals.errors import NotVisible
+from approvals.models import ApprovalRequest, Status
+
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 413)}
+LONG_POLL_INTERVAL = 0.25
+
+
+class AgentAPIView(APIView):
+    authentication_classes = [AgentKeyAuthentication]
+    permission_classes = [IsAgent]
+
+
+class ReviewerAPIView(APIView):
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+
+def _queryset():
+    return ApprovalRequest.objects.select_related(
+        "owner_role", "policy_version__policy", "claimed_by"
+    )
+
+
+def _own_request(request: Request, pk) -> ApprovalRequest:
+    try:
+        return _queryset().get(pk=pk, agent=request.auth)
+    except (ApprovalRequest.DoesNotExist, ValueError):
+        raise NotVisible("No such request.") from None
+
+
+def _valid(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class RequestPagination(PageNumberPagination):
+    page_size = 50
+
+
+class RequestsView(AgentAPIView):
+    @extend_schema(
+        operation_id="create_request",
+        summary="Ask for an approval",
+        request=RequestCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key", str, OpenApiParameter.HEADER, description="1-255 characters"
+            )
+        ],
+        responses={
+            201: RequestSerializer,
+            200: RequestSerializer,
+            409: ErrorSerializer,
+            422: ErrorSerializer,
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        body = _valid(RequestCreateSerializer, request.data)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ValidationError({"Idempotency-Key": ["Use 1-255 characters."]})
+        result = actions.create_request(request.auth, body=body, idempotency_key=key)
+        return Response(
+            RequestSerializer(result.request).data,
+            status=status.HTTP_201_CREATED if result.changed else status.HTTP_200_OK,
+        )
+
+    @extend_schema(
+        operation_id="list_requests",
+        summary="The agent's own requests, newest first",
+        parameters=[ListQuerySerializer],
+        responses={200: RequestSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        query = _valid(ListQuerySerializer, request.query_params)
+        requests = _queryset().filter(agent=request.auth).order_by("-created_at", "-pk")
+        if "status" in query:
+            requests = requests.filter(status=query["status"])
+        if "action" in query:
+            requests = requests.filter(action=query["action"])
+        paginator = RequestPagination()
+        page = paginator.paginate_queryset(requests, request, view=self)
+        return paginator.get_paginated_response(RequestSerializer(page, many=True).data)
+
+
+class RequestDetailView(AgentAPIView):
+    @extend_schema(
+        operation_id="get_request",
+        summary="One request; with ?wait=N, held until it is terminal or N seconds pass",
+        parameters=[WaitQuerySerializer],
+        responses={200: RequestSerializer, **ERRORS},
+    )
+    def get(self, request: Request, pk) -> Response:
+        wait = _valid(WaitQuerySerializer, request.query_params).get("wait")
+        approval = _own_request(request, pk)
+        if wait:
+            approval = _wait_until_terminal(
+                approval, min(wait, settings.APPROVALS_MAX_WAIT_SECONDS)
+            )
+        return Response(RequestSerializer(approval).data)
+
+
+def _wait_until_terminal(approval: ApprovalRequest, seconds: int) -> ApprovalRequest:
+    """Poll the row until it is terminal. Each web thread waits on its own,
+    outside any transaction, so a long wait holds no lock and blocks nobody."""
+    deadline = time.monotonic() + seconds
+    while approval.status == Status.PENDING and time.monotonic() < deadline:
+        time.sleep(min(LONG_POLL_INTERVAL, max(deadline - time.monotonic(), 0)))
+        current = ApprovalRequest.objects.filter(pk=approval.pk).values_list("status", flat=True)
+        if current.first() != Status.PENDING:
+            approval = _queryset().get(pk=approval.pk)
+    return approval
+
+
+class CancelView(AgentAPIView):
+    @extend_schema(
+        operation_id="cancel_request",
+        summary="Withdraw a pending request",
+        request=CancelInSerializer,
+        responses={200: RequestSerializer, 409: ConflictSerializer, **ERRORS},
+    )
+    def post(self, request: Request, pk) -> Response:
+        body = _valid(CancelInSerializer, request.data or {})
+        approval = _own_request(request, pk)
+        approval = actions.cancel(approval.pk, agent=request.auth, reason=body["reason"])
+        return Response(RequestSerializer(approval).data)
+
+
+class DecisionView(ReviewerAPIView):
+    @extend_schema(
+        operation_id="decide",
+        summary="Approve or deny (members of the owning role)",
+        request=DecisionInSerializer,
+        responses={200: RequestSerializer, 409: ConflictSerializer, **ERRORS},
+    )
+    def post(self, request: Request, pk) -> Response:
+        body = _valid(DecisionInSerializer, request.data)
+        result = actions.decide(
+            pk,
+            reviewer=request.user,
+            outcome=body["outcome"],
+            reason=body["reason"],
+            payload=body.get("payload"),
+        )
+        return Response(RequestSerializer(_queryset().get(pk=result.request.pk)).data)
+
+
+class ClaimView(ReviewerAPIView):
+    @extend_schema(
+        operation_id="claim",
+        summary="Take a pending request by name",
+        request=None,
+        responses={200: RequestSerializer, 409: ConflictSerializer, **ERRORS},
+    )
+    def post(self, request: Request, pk) -> Response:
+        result = actions.claim(pk, reviewer=request.user)
+        return Response(RequestSerializer(_queryset().get(pk=result.request.pk)).data)
+
+
+class UnclaimView(ReviewerAPIView):
+    @extend_schema(
+        operation_id="unclaim",
+        summary="Release your claim",
+        request=None,
+        responses={200: RequestSerializer, **ERRORS},
+    )
+    def post(self, request: Request, pk) -> Response:
+        result = actions.unclaim(pk, reviewer=request.user)
+        return Response(RequestSerializer(_queryset().get(pk=result.request.pk)).data)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import URLValidator
+
+from approvals.agents import create_agent
+from approvals.models import Agent
+from policies.spec import GLOB
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+class Command(BaseCommand):
+    help = "Create an agent; prints its API key and callback signing secret once."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name")
+        parser.add_argument("--callback-url", default="", help="Default callback URL.")
+        parser.add_argument(
+            "--actions", nargs="+", default=[], metavar="GLOB",
+            help="Actions it may request (globs); default: all.",
+        )  # fmt: skip
+        parser.add_argument("--subscribe-escalations", action="store_true")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    def handle(self, *args, name: str, callback_url: str, actions: list[str], **options):
+        if not NAME.match(name):
+            raise CommandError("NAME may use letters, digits, '_', '.' and '-' (1-100).")
+        if Agent.objects.filter(name=name).exists():
+            raise CommandError(f"An agent named '{name}' already exists.")
+        if callback_url:
+            try:
+                URLValidator(schemes=["http", "https"])(callback_url)
+            except ValidationError:
+                raise CommandError(f"--callback-url {callback_url!r} is not a URL.") from None
+        bad = [glob for glob in actions if not GLOB.match(glob)]
+        if bad:
+            raise CommandError(f"--actions {', '.join(bad)}: use a-z 0-9 _ . : - and * ? [ ]")
+        credentials = create_agent(
+            name,
+            callback_url=callback_url,
+            actions=actions,
+            subscribe_escalations=options["subscribe_escalations"],
+        )
+        if options["json"]:
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "name": name,
+                        "api_key": credentials.api_key,
+                        "signing_secret": credentials.signing_secret,
+                    }
+                )
+            )
+            return
+        self.stdout.write(f"Agent '{name}' created. Copy these now; they are not shown again.")
+        self.stdout.write(f"API key:        {credentials.api_key}")
+        self.stdout.write(f"Signing secret: {credentials.signing_secret}")

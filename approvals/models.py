@@ -1,0 +1,230 @@
+"""Requests for approval, the votes toward them, and their audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from fnmatch import fnmatchcase
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from policies.models import PolicyVersion, Role
+
+
+class Agent(models.Model):
+    """An AI agent (or the system hosting it) that asks for approvals."""
+
+    name = models.CharField(max_length=100, unique=True)
+    key_prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    signing_secret = models.CharField(max_length=100, editable=False)
+    callback_url = models.URLField(max_length=2000, blank=True)
+    action_globs = models.JSONField(
+        default=list, blank=True, help_text="Actions it may request; empty means all."
+    )
+    subscribe_escalations = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def may_request(self, action: str) -> bool:
+        return not self.action_globs or any(fnmatchcase(action, g) for g in self.action_globs)
+
+
+class Status(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = (Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.CANCELLED)
+
+
+class ApprovalRequestQuerySet(models.QuerySet["ApprovalRequest"]):
+    def pending(self) -> ApprovalRequestQuerySet:
+        return self.filter(status=Status.PENDING)
+
+    def due(self, now=None) -> ApprovalRequestQuerySet:
+        """Pending requests whose level deadline has passed (uses the partial index)."""
+        return self.filter(status=Status.PENDING, due_at__lte=now or timezone.now())
+
+    def visible_to(self, roles: models.QuerySet[Role]) -> ApprovalRequestQuerySet:
+        """Requests one of these roles owns now or owned at an earlier level."""
+        owned = Ownership.objects.filter(request=models.OuterRef("pk"), role__in=roles)
+        return self.filter(models.Exists(owned))
+
+
+class ApprovalRequest(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="requests")
+    # NULL, not "", when absent: the unique constraint below ignores NULLs.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    body_sha256 = models.CharField(max_length=64)
+
+    # What the agent asked, as it asked it.
+    action = models.CharField(max_length=100)
+    summary = models.CharField(max_length=500)
+    context = models.JSONField(default=dict, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    requester = models.JSONField(default=dict, blank=True)
+    callback_url = models.URLField(max_length=2000, blank=True)
+
+    # The rule that routed it, copied so that policy edits never touch it.
+    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="+")
+    rule_name = models.CharField(max_length=63)
+    action_class = models.CharField(max_length=63)
+    levels = models.JSONField()  # [{"role": name, "deadline": seconds}, ...]
+    on_timeout = models.CharField(max_length=10, default="expire")
+    fail_open = models.BooleanField(default=False)
+    ticket_on_timeout = models.BooleanField(default=False)
+    approvals_required = models.PositiveSmallIntegerField(default=1)
+    editable = models.BooleanField(default=False)
+    remind_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    # Where it stands.
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    level = models.PositiveSmallIntegerField(default=1)
+    owner_role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="+")
+    level_started_at = models.DateTimeField()
+    due_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    # The decision, once terminal.
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.JSONField(null=True, blank=True)  # {"user","role"}|{"system"}|{"agent"}
+    decision_reason = models.TextField(blank=True)
+    decision_payload = models.JSONField(null=True, blank=True)
+    decision_payload_sha256 = models.CharField(max_length=64, blank=True)
+    decision_edited = models.BooleanField(default=False)
+
+    # Head of this request's audit hash chain (see approvals.audit).
+    audit_seq = models.PositiveIntegerField(default=0)
+    audit_head = models.CharField(max_length=64, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = ApprovalRequestQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="request_idempotency_key_unique",
+            )
+        ]
+        indexes = [
+            # Exactly the escalation sweep's query: due pending requests.
+            models.Index(
+                fields=["due_at"], condition=Q(status="pending"), name="request_pending_due"
+            ),
+            models.Index(fields=["agent", "-created_at"], name="request_agent_recent"),
+            models.Index(fields=["owner_role", "status"], name="request_owner_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def on_behalf_of(self) -> str | None:
+        value = (self.requester or {}).get("on_behalf_of")
+        return value if isinstance(value, str) else None
+
+    def level_deadline(self, level: int | None = None) -> int:
+        return self.levels[(level or self.level) - 1]["deadline"]
+
+    def role_names(self) -> list[str]:
+        """Every role that owned it so far, the current one last."""
+        return [level["role"] for level in self.levels[: self.level]]
+
+
+class Ownership(models.Model):
+    """Which role owned a request at which level: reviewers keep read access to
+    what escalated away from them, derived from roles, not per-user rows."""
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="+")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="+")
+    level = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request", "level"], name="ownership_one_per_level")
+        ]
+        indexes = [models.Index(fields=["role", "request"], name="ownership_role_request")]
+
+    def __str__(self) -> str:
+        return f"level {self.level}: {self.role_id}"
+
+
+class Vote(models.Model):
+    """One reviewer's approval toward a quorum (``approvals: N``)."""
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    role = models.CharField(max_length=63)
+    level = models.PositiveSmallIntegerField()
+    payload_sha256 = models.CharField(max_length=64)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request", "user"], name="vote_one_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"vote by {self.user_id} at level {self.level}"
+
+
+class AuditEvent(models.Model):
+    """Append-only: what happened to a request, with its business context.
+
+    Each event carries the action, summary and context so a compliance reader
+    needs no joins, and is chained by hash to the previous event of the same
+    request so that ``verify_audit`` detects edits and deletions.
+    """
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="events")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=40)
+    at = models.DateTimeField()
+    actor = models.JSONField()  # {"user": …} | {"agent": …} | {"system": …}
+    role = models.CharField(max_length=63, blank=True)
+    level = models.PositiveSmallIntegerField()
+    policy = models.CharField(max_length=63)
+    policy_version = models.PositiveIntegerField()
+    rule = models.CharField(max_length=63)
+    action = models.CharField(max_length=100)
+    summary = models.CharField(max_length=500)
+    context = models.JSONField(default=dict)
+    data = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["request", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "seq"], name="audit_event_seq_unique")
+        ]
+        indexes = [models.Index(fields=["-at"], name="audit_event_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.seq}"

@@ -1,0 +1,236 @@
+"""Configuration as YAML: apply documents in one transaction, export them back.
+
+Applying is idempotent: documents equal to what is stored change nothing and
+make no new policy version. Export then apply is a no-op (a round trip).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count, Q
+from guardian.shortcuts import assign_perm, remove_perm
+
+from policies.durations import format_duration
+from policies.models import ACT_FOR_ROLE, ActionClass, Policy, PolicyVersion, Role
+from policies.spec import Catalog, Report, referenced_usernames, validate_documents
+
+
+class ConfigError(Exception):
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class Outcome:
+    report: Report
+    changes: list[str] = field(default_factory=list)
+
+
+def load_yaml(text: str, source: str = "<input>") -> list[Any]:
+    """Parse multi-document YAML; empty documents (a trailing ``---``) are skipped."""
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{source}: not valid YAML{at}: {problem}"]) from None
+
+
+def current_catalog(documents: list[Any]) -> Catalog:
+    group_members = {
+        role.name: role.n
+        for role in Role.objects.annotate(
+            n=Count(
+                "rolegroupobjectpermission__group__user",
+                filter=Q(rolegroupobjectpermission__permission__codename=ACT_FOR_ROLE),
+                distinct=True,
+            )
+        )
+    }
+    usernames = referenced_usernames(documents)
+    users = set(
+        get_user_model().objects.filter(username__in=usernames).values_list("username", flat=True)
+    )
+    return Catalog(
+        roles=group_members,
+        classes=set(ActionClass.objects.values_list("name", flat=True)),
+        users=users,
+        policies={
+            p.name: p.current_version.spec
+            for p in Policy.objects.select_related("current_version").exclude(current_version=None)
+        },
+        role_members={role.name: role.members().count() for role in Role.objects.all()},
+    )
+
+
+def apply_documents(documents: list[Any], *, author: str, dry_run: bool = False) -> Outcome:
+    """Validate, then write everything in one transaction (or nothing on error).
+
+    With ``dry_run`` the changes are computed inside the transaction and rolled
+    back, so the dry run reports exactly what a real run would do.
+    """
+    report = validate_documents(documents, current_catalog(documents))
+    if not report.ok:
+        raise ConfigError(report.errors)
+    outcome = Outcome(report=report)
+    with transaction.atomic():
+        for doc in report.roles:
+            outcome.changes += _apply_role(doc)
+        for doc in report.classes:
+            outcome.changes += _apply_class(doc)
+        for doc in report.policies:
+            outcome.changes += _apply_policy(doc["name"], doc["spec"], author=author)
+        if dry_run:
+            transaction.set_rollback(True)
+    return outcome
+
+
+def _apply_role(doc: dict) -> list[str]:
+    role, created = Role.objects.get_or_create(
+        name=doc["name"], defaults={"title": doc["title"], "email": doc["email"]}
+    )
+    changes = [f"create role {role.name}"] if created else []
+    if not created and (role.title, role.email) != (doc["title"], doc["email"]):
+        role.title, role.email = doc["title"], doc["email"]
+        role.save(update_fields=["title", "email"])
+        changes.append(f"update role {role.name}")
+    current = set(role.direct_member_usernames())
+    wanted = set(doc["members"])
+    users = get_user_model().objects.filter(username__in=current ^ wanted)
+    for user in users:
+        if user.username in wanted:
+            assign_perm(f"policies.{ACT_FOR_ROLE}", user, role)
+            changes.append(f"add {user.username} to role {role.name}")
+        else:
+            remove_perm(f"policies.{ACT_FOR_ROLE}", user, role)
+            changes.append(f"remove {user.username} from role {role.name}")
+    return changes
+
+
+def _apply_class(doc: dict) -> list[str]:
+    fields = {"title": doc["title"], "sla_seconds": doc["sla"]}
+    action_class, created = ActionClass.objects.get_or_create(name=doc["name"], defaults=fields)
+    if created:
+        return [f"create action class {action_class.name}"]
+    if (action_class.title, action_class.sla_seconds) == (doc["title"], doc["sla"]):
+        return []
+    ActionClass.objects.filter(pk=action_class.pk).update(**fields)
+    return [f"update action class {action_class.name}"]
+
+
+def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion | None:
+    """Record ``spec`` as the policy's new current version; None if unchanged.
+
+    The policy row is locked so that two concurrent edits get consecutive
+    version numbers instead of colliding on the same one.
+    """
+    policy, _ = Policy.objects.get_or_create(name=name, defaults={"priority": spec["priority"]})
+    policy = Policy.objects.select_for_update().select_related("current_version").get(pk=policy.pk)
+    previous = policy.current_version
+    if previous is not None and previous.spec == spec:
+        return None
+    before = policy_yaml(name, previous.spec) if previous else ""
+    diff = "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            policy_yaml(name, spec).splitlines(keepends=True),
+            fromfile=f"{name} v{previous.number}" if previous else "(none)",
+            tofile=f"{name} v{(previous.number if previous else 0) + 1}",
+        )
+    )
+    version = PolicyVersion.objects.create(
+        policy=policy,
+        number=(previous.number if previous else 0) + 1,
+        spec=spec,
+        author=author,
+        diff=diff,
+    )
+    policy.current_version = version
+    policy.priority = spec["priority"]
+    policy.save(update_fields=["current_version", "priority"])
+    return version
+
+
+def _apply_policy(name: str, spec: dict, *, author: str) -> list[str]:
+    version = save_policy_version(name, spec, author=author)
+    if version is None:
+        return []
+    verb = "create" if version.number == 1 else "update"
+    return [f"{verb} policy {name} (version {version.number})"]
+
+
+# --- export -----------------------------------------------------------------
+
+
+def export_documents() -> list[dict]:
+    docs: list[dict] = []
+    for role in Role.objects.all():
+        doc: dict[str, Any] = {"kind": "Role", "name": role.name, "title": role.title}
+        doc["members"] = role.direct_member_usernames()
+        if role.email:
+            doc["email"] = role.email
+        docs.append(doc)
+    for action_class in ActionClass.objects.all():
+        doc = {"kind": "ActionClass", "name": action_class.name, "title": action_class.title}
+        if action_class.sla_seconds is not None:
+            doc["sla"] = format_duration(action_class.sla_seconds)
+        docs.append(doc)
+    for policy in Policy.objects.select_related("current_version").exclude(current_version=None):
+        docs.append(policy_document(policy.name, policy.current_version.spec))
+    return docs
+
+
+def policy_document(name: str, spec: dict) -> dict:
+    """A normalized spec back in the YAML form people write."""
+    rules = []
+    for rule in spec["rules"]:
+        out: dict[str, Any] = {"name": rule["name"], "actions": list(rule["actions"])}
+        if rule["when"] is not None:
+            out["when"] = rule["when"]
+        out["class"] = rule["class"]
+        out["levels"] = [
+            {"role": level["role"], "deadline": format_duration(level["deadline"])}
+            for level in rule["levels"]
+        ]
+        out["on_timeout"] = rule["on_timeout"]
+        for key in ("fail_open", "ticket", "approvals", "editable"):
+            out[key] = rule[key]
+        if rule["remind"] is not None:
+            out["remind"] = format_duration(rule["remind"])
+        rules.append(out)
+    return {"kind": "Policy", "name": name, "priority": spec["priority"], "rules": rules}
+
+
+def policy_yaml(name: str, spec: dict) -> str:
+    return dump_yaml([policy_document(name, spec)])
+
+
+class _Dumper(yaml.SafeDumper):
+    """Mappings in block style, short lists of plain values inline: ``[maria, tom]``."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(isinstance(item, (str, int, float, bool)) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump_yaml(documents: list[dict]) -> str:
+    return yaml.dump_all(
+        documents,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=100,
+    )

@@ -1,0 +1,135 @@
+"""The organisation's rules: roles, action classes and versioned policies.
+
+Role membership is a django-guardian object permission (``act_for_role`` on a
+Role), granted to users or to groups, so access to a request is derived from
+its roles and never needs a permission row per request.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db import models
+from django.db.models import Q
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+ACT_FOR_ROLE = "act_for_role"
+
+
+class RoleQuerySet(models.QuerySet["Role"]):
+    def for_user(self, user) -> RoleQuerySet:
+        """The roles this user may act for, directly or through a group."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        direct = Q(
+            roleuserobjectpermission__user=user,
+            roleuserobjectpermission__permission__codename=ACT_FOR_ROLE,
+        )
+        via_group = Q(
+            rolegroupobjectpermission__group__user=user,
+            rolegroupobjectpermission__permission__codename=ACT_FOR_ROLE,
+        )
+        return self.filter(pk__in=self.model.objects.filter(direct | via_group).values("pk"))
+
+
+class Role(models.Model):
+    name = models.SlugField(max_length=63, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True, help_text="Notifications go here; else to each member.")
+
+    objects = RoleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [(ACT_FOR_ROLE, "Can act for this role (decide its requests)")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def members(self) -> models.QuerySet:
+        """Active users who may act for this role, directly or through a group."""
+        direct = Q(
+            roleuserobjectpermission__content_object=self,
+            roleuserobjectpermission__permission__codename=ACT_FOR_ROLE,
+        )
+        via_group = Q(
+            groups__rolegroupobjectpermission__content_object=self,
+            groups__rolegroupobjectpermission__permission__codename=ACT_FOR_ROLE,
+        )
+        user_model = get_user_model()
+        ids = user_model.objects.filter(direct | via_group).values("pk")
+        return user_model.objects.filter(pk__in=ids, is_active=True).order_by("username")
+
+    def direct_member_usernames(self) -> list[str]:
+        """Members granted one by one (what YAML ``members:`` lists and exports)."""
+        return sorted(
+            self.roleuserobjectpermission_set.filter(permission__codename=ACT_FOR_ROLE).values_list(
+                "user__username", flat=True
+            )
+        )
+
+
+class RoleUserObjectPermission(UserObjectPermissionBase):
+    content_object = models.ForeignKey(Role, on_delete=models.CASCADE)
+
+
+class RoleGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(Role, on_delete=models.CASCADE)
+
+
+class ActionClass(models.Model):
+    """An urgency tier: the SLA target (time to decision) used for reporting."""
+
+    name = models.SlugField(max_length=63, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    sla_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "action classes"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Policy(models.Model):
+    """A named, ordered list of rules. Its content lives in immutable versions."""
+
+    name = models.SlugField(max_length=63, unique=True)
+    priority = models.IntegerField(default=100, help_text="Lower is consulted first.")
+    current_version = models.OneToOneField(
+        "PolicyVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["priority", "name"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PolicyVersion(models.Model):
+    """One immutable state of a policy; requests pin the version that routed them.
+
+    ``spec`` is the normalized policy (see ``policies.spec``): priority and rules,
+    durations in seconds. It is never edited; a change makes a new version.
+    """
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField()
+    author = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+    diff = models.TextField(blank=True, help_text="What changed from the previous version.")
+
+    class Meta:
+        ordering = ["policy", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "number"], name="policy_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy.name} v{self.number}"
+
+    def rule(self, name: str) -> dict | None:
+        return next((r for r in self.spec["rules"] if r["name"] == name), None)

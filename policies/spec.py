@@ -1,0 +1,404 @@
+"""Validation of configuration documents: the one piece of code that serves
+``apply``, the admin and the API.
+
+It turns raw documents (parsed YAML or JSON) into normalized ones and collects
+every error and warning, each naming the document, the rule and the level it
+is about, and what to change. It touches no database: callers describe what
+already exists in a ``Catalog``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from policies.conditions import ConditionError, check_condition
+from policies.durations import DurationError, parse_duration
+
+SLUG = re.compile(r"^[a-z0-9-]{1,63}$")
+GLOB = re.compile(r"^[a-z0-9_.:*?\[\]!-]{1,100}$")
+ON_TIMEOUT = ("expire", "deny", "approve")
+DAY = 24 * 3600
+
+ROLE_FIELDS = {"kind", "name", "title", "members", "email"}
+CLASS_FIELDS = {"kind", "name", "title", "sla"}
+POLICY_FIELDS = {"kind", "name", "priority", "rules"}
+RULE_FIELDS = {
+    "name", "actions", "when", "class", "levels", "on_timeout", "fail_open",
+    "ticket", "approvals", "editable", "remind",
+}  # fmt: skip
+LEVEL_FIELDS = {"role", "deadline"}
+
+
+@dataclass
+class Catalog:
+    """What exists outside the documents being validated."""
+
+    roles: dict[str, int] = field(default_factory=dict)  # name -> members through groups
+    classes: set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=set)  # usernames that exist (those asked about)
+    policies: dict[str, dict] = field(default_factory=dict)  # name -> current spec
+    role_members: dict[str, int] = field(default_factory=dict)  # name -> all members now
+
+
+@dataclass
+class Report:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    roles: list[dict] = field(default_factory=list)
+    classes: list[dict] = field(default_factory=list)
+    policies: list[dict] = field(default_factory=list)  # {"name": …, "spec": …}
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def referenced_usernames(documents: Iterable[Any]) -> set[str]:
+    names: set[str] = set()
+    for doc in documents:
+        if isinstance(doc, dict) and doc.get("kind") == "Role":
+            members = doc.get("members") or []
+            if isinstance(members, list):
+                names.update(m for m in members if isinstance(m, str))
+    return names
+
+
+def validate_documents(documents: list[Any], catalog: Catalog) -> Report:
+    """Validate documents as one change: references may point within the set."""
+    report = Report()
+    seen: dict[tuple[str, str], int] = {}
+    for index, doc in enumerate(documents, start=1):
+        where = f"document {index}"
+        if not isinstance(doc, dict):
+            report.errors.append(f"{where}: expected a mapping with a 'kind', got {_type(doc)}")
+            continue
+        kind, name = doc.get("kind"), doc.get("name")
+        if kind not in ("Role", "ActionClass", "Policy"):
+            report.errors.append(f"{where}: unknown kind {kind!r}; use Role, ActionClass or Policy")
+            continue
+        label = {"Role": "role", "ActionClass": "action class", "Policy": "policy"}[kind]
+        if not isinstance(name, str) or not SLUG.match(name):
+            report.errors.append(
+                f"{where} ({kind}): name {name!r} must be a slug of a-z, 0-9 and '-'"
+            )
+            continue
+        if (kind, name) in seen:
+            report.errors.append(
+                f"{label} '{name}' is defined twice (documents {seen[kind, name]} and {index})"
+            )
+            continue
+        seen[kind, name] = index
+        where = f"{label} '{name}'"
+        if kind == "Role":
+            _role(doc, where, catalog, report)
+        elif kind == "ActionClass":
+            _action_class(doc, where, report)
+
+    known_roles = set(catalog.roles) | {r["name"] for r in report.roles}
+    known_classes = catalog.classes | {c["name"] for c in report.classes}
+    for doc in documents:
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "Policy"
+            and SLUG.match(str(doc.get("name", "")))
+        ):
+            spec = validate_policy(doc, known_roles, known_classes, report.errors)
+            if spec is not None:
+                report.policies.append({"name": doc["name"], "spec": spec})
+    if report.ok:
+        report.warnings.extend(_lint(report, catalog))
+    return report
+
+
+def validate_policy(
+    doc: dict, roles: set[str], classes: set[str], errors: list[str]
+) -> dict | None:
+    """Normalize one policy document; append errors and return None if invalid."""
+    where = f"policy '{doc['name']}'"
+    before = len(errors)
+    _unknown_fields(doc, POLICY_FIELDS, where, errors)
+    priority = doc.get("priority", 100)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        errors.append(f"{where}: priority must be a whole number (lower is consulted first)")
+    rules_raw = doc.get("rules")
+    if not isinstance(rules_raw, list) or not rules_raw:
+        errors.append(f"{where}: needs a non-empty list of rules")
+        return None
+    rules, names = [], set()
+    for position, raw in enumerate(rules_raw, start=1):
+        rule = _rule(raw, f"{where}, rule {position}", roles, classes, errors)
+        if rule is None:
+            continue
+        if rule["name"] in names:
+            errors.append(f"{where}: two rules are named '{rule['name']}'; rule names must differ")
+        names.add(rule["name"])
+        rules.append(rule)
+    if len(errors) > before:
+        return None
+    return {"priority": priority, "rules": rules}
+
+
+def _rule(raw: Any, where: str, roles: set[str], classes: set[str], errors: list) -> dict | None:
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: expected a mapping, got {_type(raw)}")
+        return None
+    name = raw.get("name")
+    if not isinstance(name, str) or not SLUG.match(name):
+        errors.append(f"{where}: name {name!r} must be a slug of a-z, 0-9 and '-'")
+        return None
+    where = f"{where.rsplit(', rule', 1)[0]}, rule '{name}'"
+    before = len(errors)
+    _unknown_fields(raw, RULE_FIELDS, where, errors)
+
+    actions = raw.get("actions")
+    if not isinstance(actions, list) or not actions:
+        errors.append(f"{where}: 'actions' needs a non-empty list of globs, e.g. [\"refund.*\"]")
+        actions = []
+    for glob in actions:
+        if not isinstance(glob, str) or not GLOB.match(glob):
+            errors.append(f"{where}: action glob {glob!r} may use only a-z 0-9 _ . : - and * ? [ ]")
+
+    when = raw.get("when")
+    if when is not None:
+        if not isinstance(when, str) or not when.strip():
+            errors.append(f"{where}: 'when' must be a CEL expression in a string")
+        else:
+            try:
+                check_condition(when)
+            except ConditionError as exc:
+                errors.append(f"{where}: {exc}")
+
+    action_class = raw.get("class")
+    if not isinstance(action_class, str) or action_class not in classes:
+        errors.append(
+            f"{where}: unknown action class {action_class!r}; "
+            f"define it with kind: ActionClass (known: {_names(classes)})"
+        )
+
+    levels = _levels(raw.get("levels"), where, roles, errors)
+
+    on_timeout = raw.get("on_timeout", "expire")
+    fail_open = raw.get("fail_open", False)
+    if on_timeout not in ON_TIMEOUT:
+        errors.append(f"{where}: on_timeout {on_timeout!r} must be expire, deny or approve")
+    elif on_timeout == "approve" and fail_open is not True:
+        errors.append(
+            f"{where}: on_timeout: approve approves on silence; "
+            "set fail_open: true to mean it, or use expire"
+        )
+    approvals = raw.get("approvals", 1)
+    if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 1:
+        errors.append(f"{where}: approvals must be a whole number of at least 1")
+    flags = {}
+    for flag in ("fail_open", "ticket", "editable"):
+        flags[flag] = raw.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            errors.append(f"{where}: {flag} must be true or false")
+    remind = None
+    if raw.get("remind") is not None:
+        remind = _duration(raw["remind"], f"{where}: remind", errors)
+
+    if len(errors) > before:
+        return None
+    return {
+        "name": name,
+        "actions": list(actions),
+        "when": when,
+        "class": action_class,
+        "levels": levels,
+        "on_timeout": on_timeout,
+        "fail_open": flags["fail_open"],
+        "ticket": flags["ticket"],
+        "approvals": approvals,
+        "editable": flags["editable"],
+        "remind": remind,
+    }
+
+
+def _levels(raw: Any, where: str, roles: set[str], errors: list[str]) -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        errors.append(f"{where}: needs at least one level (a role and a deadline)")
+        return []
+    levels: list[dict] = []
+    for number, level in enumerate(raw, start=1):
+        at = f"{where}, level {number}"
+        if not isinstance(level, dict):
+            errors.append(f"{at}: expected a mapping with role and deadline, got {_type(level)}")
+            continue
+        _unknown_fields(level, LEVEL_FIELDS, at, errors)
+        role = level.get("role")
+        if not isinstance(role, str) or role not in roles:
+            errors.append(
+                f"{at}: unknown role {role!r}; define it with kind: Role (known: {_names(roles)})"
+            )
+        if level.get("deadline") is None:
+            errors.append(f"{at}: needs a deadline, e.g. deadline: 30m")
+            deadline = None
+        else:
+            deadline = _duration(level["deadline"], f"{at}: deadline", errors)
+            if deadline is not None and deadline <= 0:
+                errors.append(f"{at}: deadline must be longer than zero")
+        if levels and role == levels[-1]["role"]:
+            errors.append(
+                f"{at}: role '{role}' also owns level {number - 1}; escalation would land "
+                "in the same inbox, so pick a different fallback role"
+            )
+        levels.append({"role": role, "deadline": deadline})
+    return levels
+
+
+def _role(doc: dict, where: str, catalog: Catalog, report: Report) -> None:
+    before = len(report.errors)
+    _unknown_fields(doc, ROLE_FIELDS, where, report.errors)
+    title = doc.get("title", "")
+    if not isinstance(title, str):
+        report.errors.append(f"{where}: title must be text")
+    members = doc.get("members") or []
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        report.errors.append(f"{where}: members must be a list of usernames")
+        members = []
+    missing = sorted(set(members) - catalog.users)
+    if missing:
+        report.errors.append(
+            f"{where}: no user named {', '.join(missing)}; create the user(s) first"
+        )
+    email = doc.get("email") or ""
+    if email:
+        try:
+            validate_email(email)
+        except (ValidationError, TypeError):
+            report.errors.append(f"{where}: email {email!r} is not an email address")
+    if len(report.errors) == before:
+        report.roles.append(
+            {"name": doc["name"], "title": title, "email": email, "members": sorted(set(members))}
+        )
+
+
+def _action_class(doc: dict, where: str, report: Report) -> None:
+    before = len(report.errors)
+    _unknown_fields(doc, CLASS_FIELDS, where, report.errors)
+    title = doc.get("title", "")
+    if not isinstance(title, str):
+        report.errors.append(f"{where}: title must be text")
+    sla = None
+    if doc.get("sla") is not None:
+        sla = _duration(doc["sla"], f"{where}: sla", report.errors)
+    if len(report.errors) == before:
+        report.classes.append({"name": doc["name"], "title": title, "sla": sla})
+
+
+def _lint(report: Report, catalog: Catalog) -> list[str]:
+    """Warnings: the configuration is valid but probably not what was meant."""
+    warnings = []
+    members = dict(catalog.role_members)
+    for role in report.roles:
+        members[role["name"]] = len(role["members"]) + catalog.roles.get(role["name"], 0)
+    policies = dict(catalog.policies)
+    policies.update({p["name"]: p["spec"] for p in report.policies})
+    changed = {p["name"] for p in report.policies}
+    for name, spec in policies.items():
+        if name not in changed:
+            continue
+        for rule in spec["rules"]:
+            where = f"policy '{name}', rule '{rule['name']}'"
+            warnings.extend(_lint_rule(rule, where, members))
+    warnings.extend(_shadowed(policies, changed))
+    return warnings
+
+
+def _lint_rule(rule: dict, where: str, members: dict[str, int]) -> list[str]:
+    warnings = []
+    total = sum(level["deadline"] for level in rule["levels"])
+    if total > DAY:
+        warnings.append(
+            f"{where}: the whole chain takes longer than 24h; "
+            "a decision this slow should probably not be automated"
+        )
+    if len(rule["levels"]) > 2:
+        warnings.append(
+            f"{where}: {len(rule['levels'])} levels; more than two rarely helps, "
+            "consider a shorter chain"
+        )
+    for number, level in enumerate(rule["levels"], start=1):
+        if level["deadline"] < 60:
+            warnings.append(
+                f"{where}, level {number}: deadline under a minute leaves nobody time to decide"
+            )
+        if members.get(level["role"], 0) == 0:
+            warnings.append(
+                f"{where}, level {number}: role '{level['role']}' has no members; "
+                "nobody would see these requests"
+            )
+        if rule["remind"] and rule["remind"] >= level["deadline"]:
+            warnings.append(
+                f"{where}, level {number}: remind is not shorter than the deadline, "
+                "so the reminder would go out at once"
+            )
+    return warnings
+
+
+def _shadowed(policies: dict[str, dict], changed: set[str]) -> list[str]:
+    ordered = sorted(policies.items(), key=lambda item: (item[1]["priority"], item[0]))
+    earlier: list[tuple[str, dict]] = []
+    warnings = []
+    for name, spec in ordered:
+        for rule in spec["rules"]:
+            shadow = next(
+                (
+                    (pname, prior)
+                    for pname, prior in earlier
+                    if prior["when"] is None and _covers(prior["actions"], rule["actions"])
+                ),
+                None,
+            )
+            if shadow and (name in changed or shadow[0] in changed):
+                warnings.append(
+                    f"policy '{name}', rule '{rule['name']}' can never match: "
+                    f"policy '{shadow[0]}', rule '{shadow[1]['name']}' always matches first; "
+                    "reorder the rules, change priorities or add a 'when' to the earlier rule"
+                )
+            earlier.append((name, rule))
+    return warnings
+
+
+def _covers(earlier_globs: list[str], globs: list[str]) -> bool:
+    def covered(glob: str) -> bool:
+        literal = not any(ch in glob for ch in "*?[")
+        return any(
+            prior == "*" or prior == glob or (literal and fnmatchcase(glob, prior))
+            for prior in earlier_globs
+        )
+
+    return all(covered(glob) for glob in globs)
+
+
+def _duration(value: Any, where: str, errors: list[str]) -> int | None:
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        errors.append(f"{where}: {exc}")
+        return None
+
+
+def _unknown_fields(doc: dict, allowed: set[str], where: str, errors: list[str]) -> None:
+    unknown = sorted(set(map(str, doc)) - allowed)
+    if unknown:
+        errors.append(
+            f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _names(names: Iterable[str]) -> str:
+    listed = sorted(names)
+    return ", ".join(listed) if listed else "none"
+
+
+def _type(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
