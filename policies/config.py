@@ -133,7 +133,11 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
     version numbers instead of colliding on the same one.
     """
     policy, _ = Policy.objects.get_or_create(name=name, defaults={"priority": spec["priority"]})
-    policy = Policy.objects.select_for_update().select_related("current_version").get(pk=policy.pk)
+    policy = (
+        Policy.objects.select_for_update(of=("self",))
+        .select_related("current_version")
+        .get(pk=policy.pk)
+    )
     previous = policy.current_version
     if previous is not None and previous.spec == spec:
         return None

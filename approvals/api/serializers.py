@@ -10,13 +10,25 @@ from approvals.models import ApprovalRequest, Status
 from policies.durations import iso_duration
 
 
-class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers and booleans instead of stringifying them."""
+class TextOnlyMixin:
+    """Refuse numbers and booleans instead of turning them into text."""
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
-            self.fail("invalid")
+            raise serializers.ValidationError("Must be text.", code="invalid")
         return super().to_internal_value(data)
+
+
+class StrictCharField(TextOnlyMixin, serializers.CharField):
+    pass
+
+
+class StrictRegexField(TextOnlyMixin, serializers.RegexField):
+    pass
+
+
+class StrictURLField(TextOnlyMixin, serializers.URLField):
+    pass
 
 
 class NoUnknownFieldsMixin:
@@ -40,7 +52,7 @@ class RequesterSerializer(serializers.DictField):
 
 
 class RequestCreateSerializer(NoUnknownFieldsMixin, serializers.Serializer):
-    action = serializers.RegexField(
+    action = StrictRegexField(
         r"^[a-z0-9_.:-]{1,100}$",
         max_length=100,
         error_messages={"invalid": "Use 1-100 characters of a-z 0-9 _ . : -"},
@@ -48,7 +60,7 @@ class RequestCreateSerializer(NoUnknownFieldsMixin, serializers.Serializer):
     summary = StrictCharField(min_length=1, max_length=500)
     context = serializers.DictField(required=False, default=dict)
     payload = serializers.DictField(required=False, default=dict)
-    callback_url = serializers.URLField(required=False, max_length=2000)
+    callback_url = StrictURLField(required=False, max_length=2000)
     requester = RequesterSerializer(required=False, default=dict)
 
     def to_internal_value(self, data):

@@ -1,0 +1,163 @@
+"""The cast of the stories the tests tell.
+
+- maria and tom: finance managers, who own invoice discrepancies first;
+- carol: the CFO, the fallback role;
+- olivia: an outsider (compliance), who owns nothing in finance;
+- sam: a support lead, on whose behalf agents ask;
+- the agent "billing-bot", and a second agent "other-bot".
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from approvals.agents import create_agent
+from policies.config import apply_documents, load_yaml
+
+CONFIG = """
+kind: Role
+name: finance-manager
+members: [maria, tom]
+---
+kind: Role
+name: cfo
+members: [carol]
+---
+kind: Role
+name: compliance-officer
+members: [olivia]
+---
+kind: Role
+name: support-lead
+members: [sam]
+---
+kind: ActionClass
+name: internal
+sla: 2h
+---
+kind: ActionClass
+name: customer-urgent
+sla: 15m
+---
+kind: Policy
+name: finance-invoices
+priority: 100
+rules:
+  - name: invoice-discrepancy
+    actions: ["invoice.discrepancy"]
+    class: internal
+    levels:
+      - {role: finance-manager, deadline: 30m}
+      - {role: cfo, deadline: 2h}
+    ticket: true
+  - name: big-payment
+    actions: ["payment.*"]
+    class: internal
+    approvals: 2
+    editable: true
+    levels:
+      - {role: finance-manager, deadline: 30m}
+      - {role: cfo, deadline: 2h}
+---
+kind: Policy
+name: customer-refunds
+priority: 10
+rules:
+  - name: refund-review
+    actions: ["refund.*"]
+    class: customer-urgent
+    levels:
+      - {role: support-lead, deadline: 15m}
+    on_timeout: deny
+"""
+
+INVOICE = {
+    "action": "invoice.discrepancy",
+    "summary": "INV-1042 is $1,240 over PO-77",
+    "context": {"amount": 1240.0, "currency": "USD", "invoice": "INV-1042", "vendor": "Acme"},
+    "payload": {"invoice": "INV-1042", "pay": 1240.0},
+    "requester": {"run_id": "run_81", "on_behalf_of": "sam"},
+}
+
+
+@pytest.fixture
+def users(db):
+    model = get_user_model()
+    return {
+        name: model.objects.create_user(name, f"{name}@example.com", "pw")
+        for name in ("maria", "tom", "carol", "olivia", "sam")
+    }
+
+
+@pytest.fixture
+def config(users):
+    return apply_documents(load_yaml(CONFIG), author="tests")
+
+
+@pytest.fixture
+def agent(config):
+    return create_agent("billing-bot")
+
+
+@pytest.fixture
+def other_agent(config):
+    return create_agent("other-bot")
+
+
+def agent_client(credentials) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {credentials.api_key}")
+    return client
+
+
+def reviewer_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+@pytest.fixture
+def bot(agent) -> APIClient:
+    return agent_client(agent)
+
+
+@pytest.fixture
+def maria(users) -> APIClient:
+    return reviewer_client(users["maria"])
+
+
+@pytest.fixture
+def tom(users) -> APIClient:
+    return reviewer_client(users["tom"])
+
+
+@pytest.fixture
+def carol(users) -> APIClient:
+    return reviewer_client(users["carol"])
+
+
+@pytest.fixture
+def olivia(users) -> APIClient:
+    return reviewer_client(users["olivia"])
+
+
+@pytest.fixture
+def sam(users) -> APIClient:
+    return reviewer_client(users["sam"])
+
+
+@pytest.fixture
+def invoice(bot) -> dict:
+    """A pending invoice discrepancy, owned by the finance managers."""
+    response = bot.post("/api/v1/requests", INVOICE, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def decide(client: APIClient, request_id: str, outcome: str, **body):
+    return client.post(
+        f"/api/v1/requests/{request_id}/decision", {"outcome": outcome, **body}, format="json"
+    )
