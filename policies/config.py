@@ -60,14 +60,14 @@ def current_catalog(documents: list[Any]) -> Catalog:
         get_user_model().objects.filter(username__in=usernames).values_list("username", flat=True)
     )
     return Catalog(
-        roles=group_members,
+        roles={role.name: role.members().count() for role in Role.objects.all()},
+        group_members=group_members,
         classes=set(ActionClass.objects.values_list("name", flat=True)),
         users=users,
         policies={
             p.name: p.current_version.spec
             for p in Policy.objects.select_related("current_version").exclude(current_version=None)
         },
-        role_members={role.name: role.members().count() for role in Role.objects.all()},
     )
 
 

@@ -40,11 +40,11 @@ LEVEL_FIELDS = {"role", "deadline"}
 class Catalog:
     """What exists outside the documents being validated."""
 
-    roles: dict[str, int] = field(default_factory=dict)  # name -> members through groups
+    roles: dict[str, int] = field(default_factory=dict)  # name -> number of members now
+    group_members: dict[str, int] = field(default_factory=dict)  # name -> members via groups
     classes: set[str] = field(default_factory=set)
     users: set[str] = field(default_factory=set)  # usernames that exist (those asked about)
     policies: dict[str, dict] = field(default_factory=dict)  # name -> current spec
-    role_members: dict[str, int] = field(default_factory=dict)  # name -> all members now
 
 
 @dataclass
@@ -297,9 +297,10 @@ def _action_class(doc: dict, where: str, report: Report) -> None:
 def _lint(report: Report, catalog: Catalog) -> list[str]:
     """Warnings: the configuration is valid but probably not what was meant."""
     warnings = []
-    members = dict(catalog.role_members)
+    members = dict(catalog.roles)
     for role in report.roles:
-        members[role["name"]] = len(role["members"]) + catalog.roles.get(role["name"], 0)
+        # YAML lists direct members; members through groups come on top.
+        members[role["name"]] = len(role["members"]) + catalog.group_members.get(role["name"], 0)
     policies = dict(catalog.policies)
     policies.update({p["name"]: p["spec"] for p in report.policies})
     changed = {p["name"] for p in report.policies}

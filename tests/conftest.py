@@ -83,6 +83,12 @@ INVOICE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _private_var_dir(settings, tmp_path):
+    """Commands that keep files under var/ (loaddemo) write to a temporary one."""
+    settings.VAR_DIR = tmp_path
+
+
 @pytest.fixture
 def users(db):
     model = get_user_model()

@@ -1,0 +1,48 @@
+"""Operators configure by environment; a typo stops start-up with a clear error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from approvals_site.env import env_bool, env_list
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", True), ("TRUE", True), ("Yes", True), ("0", False), ("false", False), ("NO", False)],
+)
+def test_booleans_accept_the_documented_spellings(monkeypatch, raw, expected):
+    monkeypatch.setenv("DEBUG", raw)
+    assert env_bool("DEBUG", not expected) is expected
+
+
+def test_an_unset_boolean_takes_its_default(monkeypatch):
+    monkeypatch.delenv("DEBUG", raising=False)
+    assert env_bool("DEBUG", True) is True
+
+
+def test_any_other_boolean_value_is_refused(monkeypatch):
+    monkeypatch.setenv("DEBUG", "ture")
+    with pytest.raises(ImproperlyConfigured, match="DEBUG='ture' is not a boolean"):
+        env_bool("DEBUG", False)
+
+
+def test_lists_are_comma_separated(monkeypatch):
+    monkeypatch.setenv("ALLOWED_HOSTS", "a.example.com, b.example.com,")
+    assert env_list("ALLOWED_HOSTS", []) == ["a.example.com", "b.example.com"]
+
+
+def test_the_service_refuses_to_start_with_a_bad_boolean(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env={"DEBUG": "maybe", "APPROVALS_VAR_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "DEBUG='maybe' is not a boolean" in result.stderr
