@@ -41,7 +41,10 @@ def credentials(agent, users):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {agent.api_key}")
     existing = client.post("/api/v1/requests", INVOICE, format="json").json()
+    done = client.post("/api/v1/requests", INVOICE, format="json").json()
+    client.post(f"/api/v1/requests/{done['id']}/cancel")
     return {
+        "done_id": done["id"],
         "agent": f"Bearer {agent.api_key}",
         "reviewer": f"Token {Token.objects.create(user=users['maria']).key}",
         "request_id": existing["id"],
@@ -62,8 +65,10 @@ def test_the_api_never_answers_5xx(case, credentials):
     who = "agent" if operation in AGENT_OPERATIONS else "reviewer"
     headers = {"Authorization": credentials[who]}
     if case.path_parameters and "id" in case.path_parameters:
-        # A random UUID only ever finds 404; aim the fuzzed bodies at a real request.
-        case.path_parameters["id"] = credentials["request_id"]
+        # A random UUID only ever finds 404; aim the fuzzing at real requests. Reads
+        # go to a cancelled one so that ?wait=N answers at once.
+        which = "done_id" if operation == "get_request" else "request_id"
+        case.path_parameters["id"] = credentials[which]
     with keeping_the_test_connection():
         response = case.call(headers=headers)
     assert response.status_code < 500, (case.method, case.formatted_path, response.text[:500])
