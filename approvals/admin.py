@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import models
 from django.utils.html import format_html
 
 from approvals.agents import issue_credentials
@@ -25,6 +26,7 @@ class AgentAdmin(admin.ModelAdmin):
     list_display = ["name", "key_prefix", "callback_url", "subscribe_escalations", "is_active"]
     search_fields = ["name", "key_prefix"]
     readonly_fields = ["key_prefix", "created_at"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fields = [
         "name", "callback_url", "action_globs", "subscribe_escalations", "is_active",
         "key_prefix", "created_at",

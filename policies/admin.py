@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from guardian.admin import GuardedModelAdmin
+from guardian.shortcuts import get_objects_for_user
 
 from policies.durations import format_duration
 from policies.models import ActionClass, Policy, PolicyVersion, Role
@@ -43,6 +44,33 @@ class PolicyVersionInline(admin.TabularInline):
 
 @admin.register(Policy)
 class PolicyAdmin(GuardedModelAdmin):
+    """Staff who are not superusers see and edit only the policies they hold a
+    django-guardian permission on (a finance admin: the finance policies)."""
+
     list_display = ["name", "priority", "current_version"]
     readonly_fields = ["name", "priority", "current_version"]
     inlines = [PolicyVersionInline]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        perms = ["policies.view_policy", "policies.change_policy"]
+        return get_objects_for_user(request.user, perms, queryset, any_perm=True)
+
+    def has_module_permission(self, request) -> bool:
+        return (
+            request.user.is_active and request.user.is_staff and self.get_queryset(request).exists()
+        )
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        if obj is None:
+            return self.has_module_permission(request)
+        return request.user.has_perm("policies.view_policy", obj) or self.has_change_permission(
+            request, obj
+        )
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if obj is None:
+            return self.has_module_permission(request)
+        return request.user.has_perm("policies.change_policy", obj)
