@@ -2,8 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
+from policies.api import SimulateView
+
 urlpatterns = [
     path("api/v1/", include("approvals.api.urls")),
+    path("api/v1/policies/simulate", SimulateView.as_view(), name="api-simulate"),
     path("api/v1/schema", SpectacularJSONAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
-from django.contrib import admin
-from guardian.admin import GuardedModelAdmin
-from guardian.shortcuts import get_objects_for_user
+import json
 
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.forms.models import BaseInlineFormSet
+from django.shortcuts import render
+from django.urls import path
+from guardian.admin import GuardedModelAdmin
+from guardian.shortcuts import assign_perm, get_objects_for_user
+
+from policies.config import current_catalog, save_policy_version
 from policies.durations import format_duration
-from policies.models import ActionClass, Policy, PolicyVersion, Role
+from policies.models import ActionClass, Policy, PolicyVersion, Role, Rule
+from policies.rule_rows import raw_rule
+from policies.simulate import simulate
+from policies.spec import validate_documents, validate_rule
 
 
 @admin.register(Role)
@@ -41,15 +52,109 @@ class PolicyVersionInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class RuleFormSet(BaseInlineFormSet):
+    """Validates the rules together, with the same code as ``apply``, and
+    shows each problem at the field it is about."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        roles = set(Role.objects.values_list("name", flat=True))
+        classes = set(ActionClass.objects.values_list("name", flat=True))
+        ordered, names = [], set()
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or data.get("DELETE"):
+                continue
+            rule, problems = validate_rule(raw_rule(data), roles, classes)
+            for field_name, field_messages in problems.items():
+                target = {"class": "action_class"}.get(field_name, field_name)
+                for message in field_messages:
+                    form.add_error(target if target in form.fields else None, message)
+            if rule is not None:
+                if rule["name"] in names:
+                    form.add_error("name", "Another rule of this policy has this name.")
+                names.add(rule["name"])
+                ordered.append((data.get("position") or 0, len(ordered), rule))
+        if not ordered and not any(self.errors):
+            raise ValidationError("A policy needs at least one rule.")
+        self.rules = [rule for _, _, rule in sorted(ordered, key=lambda item: item[:2])]
+
+
+class RuleInline(admin.StackedInline):
+    model = Rule
+    formset = RuleFormSet
+    extra = 0
+    fields = [
+        ("position", "name"), "actions", "when", "action_class", "levels",
+        ("on_timeout", "fail_open"), ("approvals", "editable", "ticket"), "remind",
+    ]  # fmt: skip
+
+    # Rules are part of the policy: whoever may edit the policy edits its rules.
+    def has_add_permission(self, request, obj=None) -> bool:
+        return _may_edit(request, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return _may_edit(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return _may_edit(request, obj)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return True
+
+
+def _may_edit(request, policy: Policy | None) -> bool:
+    if policy is None:
+        return request.user.has_perm("policies.add_policy")
+    return request.user.has_perm("policies.change_policy", policy)
+
+
+class SimulateForm(forms.Form):
+    body = forms.CharField(
+        label="Request (JSON, as an agent would send it)",
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 80}),
+        initial=json.dumps(
+            {
+                "action": "invoice.discrepancy",
+                "summary": "INV-1042 is $1,240 over PO-77",
+                "context": {"amount": 1240.0, "currency": "USD"},
+                "payload": {"invoice": "INV-1042", "pay": 1240.0},
+            },
+            indent=2,
+        ),
+    )
+    agent = forms.CharField(required=False, help_text="Agent name, as CEL sees agent.name")
+
+    def clean_body(self) -> dict:
+        try:
+            body = json.loads(self.cleaned_data["body"])
+        except ValueError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("action"), str):
+            raise ValidationError('Give a JSON object with at least an "action".')
+        return body
+
 
 @admin.register(Policy)
 class PolicyAdmin(GuardedModelAdmin):
-    """Staff who are not superusers see and edit only the policies they hold a
-    django-guardian permission on (a finance admin: the finance policies)."""
+    """Every save validates the whole policy and makes a new immutable version.
+
+    Staff who are not superusers see and edit only the policies they hold a
+    django-guardian permission on (a finance admin: the finance policies).
+    """
 
     list_display = ["name", "priority", "current_version"]
-    readonly_fields = ["name", "priority", "current_version"]
-    inlines = [PolicyVersionInline]
+    inlines = [RuleInline, PolicyVersionInline]
+    change_list_template = "admin/policies/policy/change_list.html"
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["name", "current_version"] if obj else ["current_version"]
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -59,8 +164,11 @@ class PolicyAdmin(GuardedModelAdmin):
         return get_objects_for_user(request.user, perms, queryset, any_perm=True)
 
     def has_module_permission(self, request) -> bool:
+        user = request.user
         return (
-            request.user.is_active and request.user.is_staff and self.get_queryset(request).exists()
+            user.is_active
+            and user.is_staff
+            and (user.has_perm("policies.add_policy") or self.get_queryset(request).exists())
         )
 
     def has_view_permission(self, request, obj=None) -> bool:
@@ -74,3 +182,70 @@ class PolicyAdmin(GuardedModelAdmin):
         if obj is None:
             return self.has_module_permission(request)
         return request.user.has_perm("policies.change_policy", obj)
+
+    def save_model(self, request, obj: Policy, form, change: bool) -> None:
+        # The policy row and its version are written in save_related, from the
+        # validated rules; nothing is saved here on its own.
+        pass
+
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        policy: Policy = form.instance
+        for formset in formsets:
+            # The rows are rewritten from the new version, not saved as edited;
+            # the admin's change message still expects these lists.
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        rules_formset = next(fs for fs in formsets if isinstance(fs, RuleFormSet))
+        spec = {"priority": policy.priority, "rules": rules_formset.rules}
+        version = save_policy_version(policy.name, spec, author=request.user.get_username())
+        saved = Policy.objects.get(name=policy.name)
+        form.instance.pk, form.instance.current_version = saved.pk, saved.current_version
+        if not change and not request.user.is_superuser:
+            assign_perm("policies.change_policy", request.user, saved)
+        if version is None:
+            messages.info(request, "No change: the policy is as it was.")
+            return
+        document = {"kind": "Policy", "name": policy.name, "priority": policy.priority}
+        document["rules"] = [_as_yaml_rule(rule) for rule in spec["rules"]]
+        report = validate_documents([document], current_catalog([document]))
+        for warning in report.warnings:
+            messages.warning(request, warning)
+        messages.success(request, f"Saved as version {version.number}.")
+
+    def get_urls(self):
+        return [
+            path(
+                "simulate/",
+                self.admin_site.admin_view(self.simulate_view),
+                name="policies_policy_simulate",
+            ),
+            *super().get_urls(),
+        ]
+
+    def simulate_view(self, request):
+        form = SimulateForm(request.POST or None)
+        result = None
+        if request.method == "POST" and form.is_valid():
+            result = simulate(form.cleaned_data["body"], agent=form.cleaned_data["agent"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Test a request",
+            "form": form,
+            "result": result,
+            "result_json": json.dumps(result, indent=2) if result else "",
+            "opts": self.model._meta,
+        }
+        return render(request, "admin/policies/policy/simulate.html", context)
+
+
+def _as_yaml_rule(rule: dict) -> dict:
+    """A normalized rule back in the raw form the validator reads."""
+    raw = {k: v for k, v in rule.items() if k not in ("levels", "when", "remind")}
+    raw["levels"] = [
+        {"role": level["role"], "deadline": format_duration(level["deadline"])}
+        for level in rule["levels"]
+    ]
+    if rule["when"]:
+        raw["when"] = rule["when"]
+    if rule["remind"]:
+        raw["remind"] = format_duration(rule["remind"])
+    return raw

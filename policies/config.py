@@ -18,6 +18,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 
 from policies.durations import format_duration
 from policies.models import ACT_FOR_ROLE, ActionClass, Policy, PolicyVersion, Role
+from policies.rule_rows import rows_from_spec
 from policies.spec import Catalog, Report, referenced_usernames, validate_documents
 
 
@@ -160,6 +161,7 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
     policy.current_version = version
     policy.priority = spec["priority"]
     policy.save(update_fields=["current_version", "priority"])
+    rows_from_spec(policy, spec)
     return version
 
 

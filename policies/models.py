@@ -133,3 +133,38 @@ class PolicyVersion(models.Model):
 
     def rule(self, name: str) -> dict | None:
         return next((r for r in self.spec["rules"] if r["name"] == name), None)
+
+
+class Rule(models.Model):
+    """A rule of a policy's current version, in a form the admin can edit inline.
+
+    Routing never reads these rows; it reads the immutable version's ``spec``.
+    Saving the admin form validates the rows as a policy document, makes a new
+    version from them, and rewrites these rows from that version.
+    """
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveSmallIntegerField(default=0)
+    name = models.SlugField(max_length=63)
+    actions = models.CharField(max_length=500, help_text="Globs, comma-separated: refund.*")
+    when = models.TextField(blank=True, help_text="Optional CEL condition.")
+    action_class = models.CharField("class", max_length=63)
+    levels = models.TextField(
+        help_text="One level per line, role then deadline: finance-manager 30m"
+    )
+    on_timeout = models.CharField(
+        max_length=10,
+        default="expire",
+        choices=[("expire", "expire"), ("deny", "deny"), ("approve", "approve")],
+    )
+    fail_open = models.BooleanField(default=False)
+    ticket = models.BooleanField(default=False)
+    approvals = models.PositiveSmallIntegerField(default=1)
+    editable = models.BooleanField(default=False)
+    remind = models.CharField(max_length=20, blank=True, help_text="e.g. 10m")
+
+    class Meta:
+        ordering = ["policy", "position"]
+
+    def __str__(self) -> str:
+        return self.name

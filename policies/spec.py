@@ -154,60 +154,93 @@ def _rule(raw: Any, where: str, roles: set[str], classes: set[str], errors: list
         errors.append(f"{where}: name {name!r} must be a slug of a-z, 0-9 and '-'")
         return None
     where = f"{where.rsplit(', rule', 1)[0]}, rule '{name}'"
-    before = len(errors)
-    _unknown_fields(raw, RULE_FIELDS, where, errors)
+    rule, by_field = validate_rule(raw, roles, classes)
+    for field_name, messages in by_field.items():
+        for message in messages:
+            joiner = ", " if field_name == "levels" and message.startswith("level ") else ": "
+            errors.append(f"{where}{joiner}{message}")
+    return rule
+
+
+def validate_rule(
+    raw: dict, roles: set[str], classes: set[str]
+) -> tuple[dict | None, dict[str, list[str]]]:
+    """Normalize one rule; on error return None and the messages by field.
+
+    The admin shows these messages at the field they are about; ``apply``
+    prefixes them with the policy and rule.
+    """
+    problems: dict[str, list[str]] = {}
+
+    def add(field_name: str, message: str) -> None:
+        problems.setdefault(field_name, []).append(message)
+
+    name = raw.get("name")
+    if not isinstance(name, str) or not SLUG.match(name):
+        add("name", f"name {name!r} must be a slug of a-z, 0-9 and '-'")
+    unknown = sorted(set(map(str, raw)) - RULE_FIELDS)
+    if unknown:
+        add("__all__", f"unknown field(s) {', '.join(unknown)}; allowed: {_names(RULE_FIELDS)}")
 
     actions = raw.get("actions")
     if not isinstance(actions, list) or not actions:
-        errors.append(f"{where}: 'actions' needs a non-empty list of globs, e.g. [\"refund.*\"]")
+        add("actions", "'actions' needs a non-empty list of globs, e.g. [\"refund.*\"]")
         actions = []
     for glob in actions:
         if not isinstance(glob, str) or not GLOB.match(glob):
-            errors.append(f"{where}: action glob {glob!r} may use only a-z 0-9 _ . : - and * ? [ ]")
+            add("actions", f"action glob {glob!r} may use only a-z 0-9 _ . : - and * ? [ ]")
 
     when = raw.get("when")
     if when is not None:
         if not isinstance(when, str) or not when.strip():
-            errors.append(f"{where}: 'when' must be a CEL expression in a string")
+            add("when", "'when' must be a CEL expression in a string")
         else:
             try:
                 check_condition(when)
             except ConditionError as exc:
-                errors.append(f"{where}: {exc}")
+                add("when", str(exc))
 
     action_class = raw.get("class")
     if not isinstance(action_class, str) or action_class not in classes:
-        errors.append(
-            f"{where}: unknown action class {action_class!r}; "
-            f"define it with kind: ActionClass (known: {_names(classes)})"
+        add(
+            "class",
+            f"unknown action class {action_class!r}; "
+            f"define it with kind: ActionClass (known: {_names(classes)})",
         )
 
-    levels = _levels(raw.get("levels"), where, roles, errors)
+    level_errors: list[str] = []
+    levels = _levels(raw.get("levels"), "", roles, level_errors)
+    for message in level_errors:
+        add("levels", message.removeprefix(", ").removeprefix(": "))
 
     on_timeout = raw.get("on_timeout", "expire")
     fail_open = raw.get("fail_open", False)
     if on_timeout not in ON_TIMEOUT:
-        errors.append(f"{where}: on_timeout {on_timeout!r} must be expire, deny or approve")
+        add("on_timeout", f"on_timeout {on_timeout!r} must be expire, deny or approve")
     elif on_timeout == "approve" and fail_open is not True:
-        errors.append(
-            f"{where}: on_timeout: approve approves on silence; "
-            "set fail_open: true to mean it, or use expire"
+        add(
+            "on_timeout",
+            "on_timeout: approve approves on silence; "
+            "set fail_open: true to mean it, or use expire",
         )
     approvals = raw.get("approvals", 1)
     if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 1:
-        errors.append(f"{where}: approvals must be a whole number of at least 1")
+        add("approvals", "approvals must be a whole number of at least 1")
     flags = {}
     for flag in ("fail_open", "ticket", "editable"):
         flags[flag] = raw.get(flag, False)
         if not isinstance(flags[flag], bool):
-            errors.append(f"{where}: {flag} must be true or false")
+            add(flag, f"{flag} must be true or false")
     remind = None
     if raw.get("remind") is not None:
-        remind = _duration(raw["remind"], f"{where}: remind", errors)
+        remind_errors: list[str] = []
+        remind = _duration(raw["remind"], "remind", remind_errors)
+        for message in remind_errors:
+            add("remind", message)
 
-    if len(errors) > before:
-        return None
-    return {
+    if problems:
+        return None, problems
+    rule = {
         "name": name,
         "actions": list(actions),
         "when": when,
@@ -220,6 +253,7 @@ def _rule(raw: Any, where: str, roles: set[str], classes: set[str], errors: list
         "editable": flags["editable"],
         "remind": remind,
     }
+    return rule, {}
 
 
 def _levels(raw: Any, where: str, roles: set[str], errors: list[str]) -> list[dict]:
@@ -309,12 +343,12 @@ def _lint(report: Report, catalog: Catalog) -> list[str]:
             continue
         for rule in spec["rules"]:
             where = f"policy '{name}', rule '{rule['name']}'"
-            warnings.extend(_lint_rule(rule, where, members))
+            warnings.extend(lint_rule(rule, where, members))
     warnings.extend(_shadowed(policies, changed))
     return warnings
 
 
-def _lint_rule(rule: dict, where: str, members: dict[str, int]) -> list[str]:
+def lint_rule(rule: dict, where: str, members: dict[str, int]) -> list[str]:
     warnings = []
     total = sum(level["deadline"] for level in rule["levels"])
     if total > DAY:

@@ -1,0 +1,73 @@
+"""What would happen to a request, without storing anything."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from policies.durations import iso_duration
+from policies.matching import route
+from policies.models import Role
+from policies.spec import lint_rule
+
+TERMINAL = {"expire": "expired", "deny": "denied", "approve": "approved"}
+
+
+def simulate(body: dict[str, Any], *, agent: str = "", now: datetime | None = None) -> dict:
+    """Which policy, version and rule would route ``body`` (a request as the
+    agent API takes it), each level's owner and projected deadline, the
+    terminal outcome if nobody decides, and the warnings."""
+    now = now or timezone.now()
+    action = body.get("action", "")
+    found = route(
+        action=action,
+        context=body.get("context") or {},
+        payload=body.get("payload") or {},
+        agent=agent,
+        requester=body.get("requester") or {},
+    )
+    if found is None:
+        return {
+            "matched": False,
+            "policy": None,
+            "levels": [],
+            "outcome": None,
+            "warnings": [
+                f"No policy rule matches action {action!r}: a real request would be "
+                "refused with 422 no_policy."
+            ],
+        }
+    rule = found.rule
+    levels, due = [], now
+    for number, level in enumerate(rule["levels"], start=1):
+        due = due + timedelta(seconds=level["deadline"])
+        levels.append(
+            {
+                "level": number,
+                "role": level["role"],
+                "deadline": iso_duration(level["deadline"]),
+                "due_at": due.isoformat().replace("+00:00", "Z"),
+            }
+        )
+    members = {role.name: role.members().count() for role in Role.objects.all()}
+    where = f"policy '{found.policy_name}', rule '{rule['name']}'"
+    return {
+        "matched": True,
+        "policy": {
+            "name": found.policy_name,
+            "version": found.version.number,
+            "rule": rule["name"],
+        },
+        "class": rule["class"],
+        "approvals": rule["approvals"],
+        "levels": levels,
+        "outcome": {
+            "on_timeout": rule["on_timeout"],
+            "status": TERMINAL[rule["on_timeout"]],
+            "at": due.isoformat().replace("+00:00", "Z"),
+            "ticket_for": rule["levels"][-1]["role"] if rule["ticket"] else None,
+        },
+        "warnings": lint_rule(rule, where, members),
+    }
