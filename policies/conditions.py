@@ -55,7 +55,28 @@ def _compile(expression: str) -> cel.Program:
     return program
 
 
-def evaluate(expression: str, activation: dict, *, where: str) -> bool:
+class Activation:
+    """A request's data as CEL sees it, converted once for all the rules.
+
+    Converting a Python dict to CEL values costs about 20 times more than
+    evaluating a typical condition, so routing converts once per request and
+    every rule's condition reuses the result.
+    """
+
+    def __init__(self, variables: dict):
+        self.variables = variables
+        self._context: cel.Context | None = None
+
+    def context(self) -> cel.Context:
+        if self._context is None:
+            context = cel.Context()
+            for name, value in self.variables.items():
+                context.add_variable(name, value)
+            self._context = context
+        return self._context
+
+
+def evaluate(expression: str, activation: Activation, *, where: str) -> bool:
     """True only when the condition evaluates to exactly ``true`` on this data.
 
     A condition that fails on a request's data (a missing field, a type
@@ -63,7 +84,7 @@ def evaluate(expression: str, activation: dict, *, where: str) -> bool:
     with odd context cannot cause a 500 or block routing for others.
     """
     try:
-        result = _compile(expression).execute(activation)
+        result = _compile(expression).execute(activation.context())
     except Exception as exc:  # the CEL runtime raises KeyError, TypeError, ValueError...
         logger.warning("condition of %s did not evaluate (%s: %s)", where, type(exc).__name__, exc)
         return False

@@ -1,0 +1,47 @@
+"""Shared set-up for benchmarks: Django on a PostgreSQL database of their own.
+
+Benchmarks measure the real thing (PostgreSQL, not SQLite), in a database
+named ``countersign_bench`` that they create, migrate and empty themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/countersign_bench")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "approvals_site.settings")
+os.environ.setdefault("LOG_LEVEL", "ERROR")
+
+
+def setup() -> None:
+    import django
+    import psycopg
+
+    url = os.environ["DATABASE_URL"]
+    if url.startswith("postgres"):
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("flush", interactive=False, verbosity=0)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50": statistics.median(ordered),
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "max": ordered[-1],
+    }
