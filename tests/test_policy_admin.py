@@ -136,3 +136,31 @@ def test_test_a_request_shows_the_route_and_stores_nothing(root):
     assert "Routed by finance-invoices v1, rule invoice-discrepancy" in page
     assert "a manual-review ticket opens for cfo" in page
     assert not ApprovalRequest.objects.exists()
+
+
+def test_a_new_policy_is_added_with_its_rules(root):
+    data = {
+        "name": "payroll",
+        "priority": 5,
+        "rules-TOTAL_FORMS": 1, "rules-INITIAL_FORMS": 0,
+        "rules-MIN_NUM_FORMS": 0, "rules-MAX_NUM_FORMS": 1000,
+        "versions-TOTAL_FORMS": 0, "versions-INITIAL_FORMS": 0,
+        "rules-0-position": 0, "rules-0-name": "payroll-change",
+        "rules-0-actions": "payroll.*, salary.change", "rules-0-action_class": "internal",
+        "rules-0-levels": "finance-manager 1h\ncfo 4h", "rules-0-on_timeout": "deny",
+        "rules-0-approvals": 1,
+    }  # fmt: skip
+
+    response = root.post("/admin/policies/policy/add/", data)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    version = Policy.objects.get(name="payroll").current_version
+    assert version.number == 1
+    assert version.spec["priority"] == 5
+    rule = version.spec["rules"][0]
+    assert rule["actions"] == ["payroll.*", "salary.change"]
+    assert rule["levels"] == [
+        {"role": "finance-manager", "deadline": 3600},
+        {"role": "cfo", "deadline": 14400},
+    ]
+    assert rule["on_timeout"] == "deny"
