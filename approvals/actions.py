@@ -16,7 +16,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals import audit
+from approvals import audit, outbox
 from approvals.canonical import sha256_hex
 from approvals.errors import (
     ActionNotAllowed,
@@ -28,7 +28,8 @@ from approvals.errors import (
     NotVisible,
     PolicyBroken,
 )
-from approvals.models import Agent, ApprovalRequest, Ownership, Status, Vote
+from approvals.models import Agent, ApprovalRequest, Notification, Ownership, Status, Vote
+from approvals.transitions import finish
 from policies.matching import route
 from policies.models import Role
 
@@ -111,6 +112,11 @@ def create_request(
         owner_role=first_role,
         level_started_at=now,
         due_at=now + timedelta(seconds=rule["levels"][0]["deadline"]),
+        remind_at=(
+            now + timedelta(seconds=rule["levels"][0]["deadline"] - rule["remind"])
+            if rule["remind"] and rule["remind"] < rule["levels"][0]["deadline"]
+            else None
+        ),
         created_at=now,
         updated_at=now,
     )
@@ -119,6 +125,7 @@ def create_request(
             request.save(force_insert=True)
             Ownership.objects.create(request=request, role=first_role, level=1)
             audit.record(request, "created", actor={"agent": agent.name})
+            outbox.notify(request, Notification.Kind.NEW)
     except IntegrityError:
         # Two identical creates raced past the replay check: the other won.
         existing = _replay(agent, idempotency_key, body_sha256) if idempotency_key else None
@@ -144,7 +151,7 @@ def cancel(request_id, *, agent: Agent, reason: str = "") -> ApprovalRequest:
         request = _lock(ApprovalRequest.objects.filter(agent=agent), request_id)
         if request.is_terminal:
             raise Conflict(f"The request is already {request.status}.", request)
-        _finish(
+        _finish_locked(
             request,
             Status.CANCELLED,
             by={"agent": agent.name},
@@ -201,7 +208,7 @@ def _decide_pending(
         return _approve(request, reviewer, reason, payload)
     if not reason.strip():
         raise Invalid("reason", "A reason is required to deny.")
-    _finish(
+    _finish_locked(
         request,
         Status.DENIED,
         by={"user": reviewer.get_username(), "role": request.owner_role.name},
@@ -267,7 +274,7 @@ def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | No
             },
         )
         return Result(request, changed=True)
-    _finish(
+    _finish_locked(
         request,
         Status.APPROVED,
         by={"user": username, "role": request.owner_role.name},
@@ -313,45 +320,10 @@ def unclaim(request_id, *, reviewer) -> Result:
 # --- shared steps ---------------------------------------------------------------
 
 
-def _finish(
-    request: ApprovalRequest,
-    status: str,
-    *,
-    by: dict,
-    reason: str,
-    actor: dict,
-    payload: dict | None = None,
-    extra: dict | None = None,
-) -> None:
-    """Make a pending request terminal: one conditional UPDATE, then its event."""
-    now = timezone.now()
-    fields = {
-        "status": status,
-        "due_at": None,
-        "decided_at": now,
-        "decided_by": by,
-        "decision_reason": reason,
-        "decision_payload": payload,
-        "decision_payload_sha256": sha256_hex(payload) if payload is not None else "",
-        "decision_edited": payload is not None and payload != request.payload,
-        "claimed_by": None,
-        "claimed_at": None,
-        "updated_at": now,
-    }
-    updated = ApprovalRequest.objects.filter(
-        pk=request.pk, status=Status.PENDING, level=request.level
-    ).update(**fields)
-    if updated != 1:
-        # Unreachable while callers hold the row lock; fail loudly if not.
+def _finish_locked(request: ApprovalRequest, status: str, **details) -> None:
+    if not finish(request, status, **details):
+        # Unreachable while we hold the row lock; fail loudly if it ever is.
         raise RuntimeError(f"request {request.pk} changed under a held lock")
-    for name, value in fields.items():
-        setattr(request, name, value)
-    data = {"outcome": status, "by": by, "reason": reason, **(extra or {})}
-    if payload is not None:
-        data.update(
-            payload_sha256=fields["decision_payload_sha256"], edited=fields["decision_edited"]
-        )
-    audit.record(request, status, actor=actor, data=data)
 
 
 def _lock(queryset, request_id) -> ApprovalRequest:

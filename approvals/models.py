@@ -57,6 +57,9 @@ class ApprovalRequestQuerySet(models.QuerySet["ApprovalRequest"]):
         """Pending requests whose level deadline has passed (uses the partial index)."""
         return self.filter(status=Status.PENDING, due_at__lte=now or timezone.now())
 
+    def reminder_due(self, now=None) -> ApprovalRequestQuerySet:
+        return self.filter(status=Status.PENDING, remind_at__lte=now or timezone.now())
+
     def visible_to(self, roles: models.QuerySet[Role]) -> ApprovalRequestQuerySet:
         """Requests one of these roles owns now or owned at an earlier level."""
         owned = Ownership.objects.filter(request=models.OuterRef("pk"), role__in=roles)
@@ -96,6 +99,7 @@ class ApprovalRequest(models.Model):
     owner_role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="+")
     level_started_at = models.DateTimeField()
     due_at = models.DateTimeField(null=True, blank=True)
+    remind_at = models.DateTimeField(null=True, blank=True)  # cleared once the reminder is out
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -132,6 +136,9 @@ class ApprovalRequest(models.Model):
             models.Index(
                 fields=["due_at"], condition=Q(status="pending"), name="request_pending_due"
             ),
+            models.Index(
+                fields=["remind_at"], condition=Q(status="pending"), name="request_pending_remind"
+            ),
             models.Index(fields=["agent", "-created_at"], name="request_agent_recent"),
             models.Index(fields=["owner_role", "status"], name="request_owner_status"),
         ]
@@ -154,6 +161,10 @@ class ApprovalRequest(models.Model):
     def role_names(self) -> list[str]:
         """Every role that owned it so far, the current one last."""
         return [level["role"] for level in self.levels[: self.level]]
+
+    @property
+    def is_last_level(self) -> bool:
+        return self.level >= len(self.levels)
 
 
 class Ownership(models.Model):
@@ -228,3 +239,104 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.seq}"
+
+
+class Ticket(models.Model):
+    """A manual-review ticket, opened when a request ends unanswered."""
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    request = models.OneToOneField(ApprovalRequest, on_delete=models.PROTECT, related_name="ticket")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="tickets")
+    status = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    opened_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["role", "status"], name="ticket_role_status")]
+
+    def __str__(self) -> str:
+        return f"ticket for {self.request_id} ({self.status})"
+
+
+class Notification(models.Model):
+    """Outbox of messages to people (a role's address or its members).
+
+    Written in the transaction of the change it announces; sent after commit
+    by a task, or by the sweep if that task was lost.
+    """
+
+    class Kind(models.TextChoices):
+        NEW = "new", "new request"
+        ESCALATED = "escalated"
+        REMINDER = "reminder"
+        TICKET = "ticket", "ticket opened"
+
+    request = models.ForeignKey(
+        ApprovalRequest, on_delete=models.CASCADE, related_name="notifications"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="+")
+    level = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)  # a sender's lease
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=Q(sent_at__isnull=True), name="notification_unsent"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.role_id}"
+
+
+class Delivery(models.Model):
+    """Outbox of callbacks to the agent: one row per event (Standard Webhooks).
+
+    The body is serialized once, when the event happens; every attempt sends
+    those exact bytes under the same ``webhook_id``.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        DEAD = "dead"
+
+    webhook_id = models.CharField(max_length=64, unique=True)
+    request = models.ForeignKey(
+        ApprovalRequest, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="deliveries")
+    event_type = models.CharField(max_length=40)
+    url = models.URLField(max_length=2000)
+    body = models.TextField()
+    status = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="delivery_pending_next",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.webhook_id}"

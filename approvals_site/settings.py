@@ -163,6 +163,73 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"RequestStatus": "approvals.models.Status"},
 }
 
+# --- Celery: the escalation engine and the outboxes -------------------------------
+
+REDIS_URL = env_str("REDIS_URL", "")
+APPROVALS_SWEEP_SECONDS = float(env_str("APPROVALS_SWEEP_SECONDS", "1"))
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+else:
+    # Embedded broker: queues are folders under var/broker, shared by the web
+    # process, the worker and beat on this machine.
+    _broker = VAR_DIR / "broker"
+    for _folder in ("out", "control"):
+        (_broker / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker / "out"),
+        "data_folder_out": str(_broker / "out"),
+        "control_folder": str(_broker / "control"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is delivered again
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing from a web request must not hang while the broker is down: the
+# outbox row is already committed and the sweep will pick it up.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    # The one place the schedule is declared. A sweep nobody picked up within
+    # a few seconds is dropped: the next one does the same work.
+    "sweep-deadlines": {
+        "task": "approvals.tasks.sweep",
+        "schedule": APPROVALS_SWEEP_SECONDS,
+        "options": {"expires": max(5.0, APPROVALS_SWEEP_SECONDS * 5)},
+    },
+    "sweep-outboxes": {
+        "task": "approvals.tasks.sweep_outboxes",
+        "schedule": 10.0,
+        "options": {"expires": 30.0},
+    },
+}
+
+# --- Notifications -------------------------------------------------------------
+
+APPROVALS_NOTIFICATION_CHANNELS = env_list(
+    "APPROVALS_NOTIFICATION_CHANNELS", ["approvals.notify.email.EmailChannel"]
+)
+APPROVALS_SLACK_WEBHOOK_URL = env_str("APPROVALS_SLACK_WEBHOOK_URL", "")
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = int(env_str("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = 10
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "countersign@localhost")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

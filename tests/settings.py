@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/countersign")
 os.environ.setdefault("APPROVALS_ALLOW_PRIVATE_CALLBACKS", "true")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 
 from approvals_site.settings import *  # noqa: F403
 

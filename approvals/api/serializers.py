@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ObjectDoesNotExist
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -168,7 +169,11 @@ class RequestSerializer(serializers.Serializer):
 
     @extend_schema_field(TicketRefSerializer(allow_null=True))
     def get_ticket(self, request: ApprovalRequest) -> dict | None:
-        return None
+        try:
+            ticket = request.ticket
+        except ObjectDoesNotExist:
+            return None
+        return {"id": str(ticket.pk), "status": ticket.status}
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -47,7 +47,7 @@ class ReviewerAPIView(APIView):
 
 def _queryset():
     return ApprovalRequest.objects.select_related(
-        "owner_role", "policy_version__policy", "claimed_by"
+        "owner_role", "policy_version__policy", "claimed_by", "ticket"
     )
 
 

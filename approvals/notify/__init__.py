@@ -1,0 +1,30 @@
+"""Telling people: one small interface, channels configured by setting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Protocol
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: str  # new | escalated | reminder | ticket
+    role: str
+    recipients: list[str]  # email addresses: the role's, or each member's
+    subject: str
+    body: str
+    url: str  # the request's page: a link only opens it, nothing is decided by a GET
+
+
+class Channel(Protocol):
+    def send(self, message: Message) -> None:
+        """Deliver the message or raise; the caller records the error and retries."""
+
+
+@cache
+def channels() -> list[Channel]:
+    return [import_string(path)() for path in settings.APPROVALS_NOTIFICATION_CHANNELS]

@@ -1,0 +1,71 @@
+"""Writing outbox rows: in the caller's transaction, handed to Celery on commit.
+
+Nothing here talks to the network. A row whose task is lost (Redis down, a
+worker killed) is found again by the sweep, so every row is acted on at least
+once, and the tasks that act on them are idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest, Delivery, Notification
+from policies.models import Role
+
+logger = logging.getLogger(__name__)
+
+
+def notify(request: ApprovalRequest, kind: str, *, role: Role | None = None) -> Notification:
+    notification = Notification.objects.create(
+        request=request, kind=kind, role=role or request.owner_role, level=request.level
+    )
+    transaction.on_commit(lambda: _enqueue("approvals.tasks.send_notification", notification.pk))
+    return notification
+
+
+def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None:
+    """Queue ``approval.<event>`` for the agent, with the request as it is now."""
+    url = request.callback_url
+    if not url:
+        return None
+    from approvals.api.serializers import RequestSerializer
+
+    now = timezone.now()
+    body = json.dumps(
+        {
+            "type": event_type,
+            "timestamp": now.isoformat().replace("+00:00", "Z"),
+            "data": RequestSerializer(request).data,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    delivery = Delivery.objects.create(
+        webhook_id=f"msg_{uuid.uuid4().hex}",
+        request=request,
+        agent_id=request.agent_id,
+        event_type=event_type,
+        url=url,
+        body=body,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    return delivery
+
+
+def _enqueue(task_name: str, *args) -> None:
+    from approvals_site.celery import app
+
+    try:
+        app.send_task(task_name, args=args)
+    except Exception:  # the broker is down: the sweep will find the row
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "could not enqueue %s%r; the sweep will", task_name, args
+        )

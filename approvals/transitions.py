@@ -1,0 +1,66 @@
+"""The one way a pending request becomes terminal, shared by reviewers,
+agents and the escalation engine."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from approvals import audit, outbox
+from approvals.canonical import sha256_hex
+from approvals.models import ApprovalRequest, Status
+
+CALLBACK_TYPES = {
+    Status.APPROVED: "approval.approved",
+    Status.DENIED: "approval.denied",
+    Status.EXPIRED: "approval.expired",
+    Status.CANCELLED: "approval.cancelled",
+}
+
+
+def finish(
+    request: ApprovalRequest,
+    status: str,
+    *,
+    by: dict,
+    reason: str,
+    actor: dict,
+    payload: dict | None = None,
+    extra: dict | None = None,
+    due_at=None,
+) -> bool:
+    """Make a pending request terminal with one conditional UPDATE on the
+    state the caller saw (status, level and, for timeouts, the deadline).
+
+    Returns False when that state is gone: someone else changed it first, and
+    nothing was written. Otherwise writes the audit event and queues the
+    callback in the caller's transaction.
+    """
+    now = timezone.now()
+    fields = {
+        "status": status,
+        "due_at": None,
+        "remind_at": None,
+        "decided_at": now,
+        "decided_by": by,
+        "decision_reason": reason,
+        "decision_payload": payload,
+        "decision_payload_sha256": sha256_hex(payload) if payload is not None else "",
+        "decision_edited": payload is not None and payload != request.payload,
+        "claimed_by": None,
+        "claimed_at": None,
+        "updated_at": now,
+    }
+    expected = {"pk": request.pk, "status": Status.PENDING, "level": request.level}
+    if due_at is not None:
+        expected["due_at"] = due_at
+    if ApprovalRequest.objects.filter(**expected).update(**fields) != 1:
+        return False
+    for name, value in fields.items():
+        setattr(request, name, value)
+    data = {"outcome": status, "by": by, "reason": reason, **(extra or {})}
+    if payload is not None:
+        data["payload_sha256"] = fields["decision_payload_sha256"]
+        data["edited"] = fields["decision_edited"]
+    audit.record(request, status, actor=actor, data=data)
+    outbox.queue_callback(request, CALLBACK_TYPES[status])
+    return True

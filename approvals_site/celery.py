@@ -1,0 +1,18 @@
+"""The Celery app: ``celery -A approvals_site worker`` and ``celery -A approvals_site beat``.
+
+Run as many workers as you like and exactly one beat. With ``REDIS_URL`` the
+broker is Redis; without it, an embedded broker on local files under var/, so
+a demo needs nothing installed (and is still really asynchronous).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "approvals_site.settings")
+
+app = Celery("approvals_site")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,302 @@
+"""Deadlines fire: escalation to the fallback role, the terminal outcome after
+the last level, tickets, reminders. The clock is moved with time_machine; the
+engine runs in-process here (tests/test_engine_processes.py runs it for real)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from approvals import escalation, notifications
+from approvals.models import ApprovalRequest, AuditEvent, Delivery, Notification, Ticket
+from policies.config import apply_documents, load_yaml
+from tests.conftest import INVOICE, agent_client, decide
+
+
+def events(request_id) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(request_id=request_id).order_by("seq"))
+
+
+@pytest.fixture
+def subscribed_bot(config):
+    from approvals.agents import create_agent
+
+    credentials = create_agent(
+        "watcher", callback_url="http://127.0.0.1:9/hook", subscribe_escalations=True
+    )
+    return agent_client(credentials)
+
+
+@pytest.fixture
+def clock():
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        yield traveller
+
+
+def after(clock, **delta) -> None:
+    clock.shift(timedelta(**delta))
+
+
+class TestEscalation:
+    def test_a_missed_deadline_hands_the_request_to_the_cfo(self, clock, bot, invoice):
+        after(clock, minutes=30, seconds=1)
+
+        result = escalation.sweep()
+
+        assert result.escalated == 1
+        body = bot.get(f"/api/v1/requests/{invoice['id']}").json()
+        assert (body["level"], body["owner_role"], body["status"]) == (2, "cfo", "pending")
+        assert parse_datetime(body["due_at"]) == timezone.now() + timedelta(hours=2)
+
+    def test_the_escalation_is_audited_with_who_from_whom_and_how_late(self, clock, invoice):
+        after(clock, minutes=30, seconds=3)
+        escalation.sweep()
+
+        event = events(invoice["id"])[-1]
+        assert event.kind == "escalated"
+        assert event.data["from_role"] == "finance-manager"
+        assert event.data["to_role"] == "cfo"
+        assert event.data["late_seconds"] == 3.0
+        assert event.context["vendor"] == "Acme"
+        assert (event.role, event.level) == ("cfo", 2)
+
+    def test_the_previous_role_can_read_but_no_longer_decide(self, clock, invoice, maria, carol):
+        after(clock, minutes=31)
+        escalation.sweep()
+
+        assert decide(maria, invoice["id"], "approve").status_code == 403
+        assert decide(carol, invoice["id"], "approve").json()["status"] == "approved"
+
+    def test_a_claim_ends_on_escalation(self, clock, invoice, maria):
+        maria.post(f"/api/v1/requests/{invoice['id']}/claim")
+        after(clock, minutes=31)
+        escalation.sweep()
+        assert ApprovalRequest.objects.get(pk=invoice["id"]).claimed_by is None
+
+    def test_the_new_role_is_notified(self, clock, invoice):
+        after(clock, minutes=31)
+        escalation.sweep()
+        notification = Notification.objects.get(request_id=invoice["id"], kind="escalated")
+        assert notification.role.name == "cfo"
+
+    def test_a_second_sweep_changes_nothing(self, clock, invoice):
+        after(clock, minutes=31)
+        escalation.sweep()
+        assert escalation.sweep().escalated == 0
+        kinds = [e.kind for e in events(invoice["id"])]
+        assert kinds.count("escalated") == 1
+
+    def test_requests_not_yet_due_are_left_alone(self, clock, invoice):
+        after(clock, minutes=29)
+        assert escalation.sweep() == escalation.SweepResult()
+        assert ApprovalRequest.objects.get(pk=invoice["id"]).level == 1
+
+    def test_a_subscribed_agent_gets_an_escalated_event_queued(self, clock, subscribed_bot):
+        created = subscribed_bot.post("/api/v1/requests", INVOICE, format="json").json()
+        after(clock, minutes=31)
+        escalation.sweep()
+        [delivery] = Delivery.objects.filter(request_id=created["id"])
+        assert delivery.event_type == "approval.escalated"
+        assert delivery.url == "http://127.0.0.1:9/hook"
+
+    def test_an_unsubscribed_agent_is_not_told_of_escalations(self, clock, config):
+        from approvals.agents import create_agent
+
+        quiet = agent_client(create_agent("quiet", callback_url="http://127.0.0.1:9/hook"))
+        created = quiet.post("/api/v1/requests", INVOICE, format="json").json()
+        after(clock, minutes=31)
+        escalation.sweep()
+        assert not Delivery.objects.filter(request_id=created["id"]).exists()
+
+
+class TestTimeout:
+    """The seed's finance case: manager 30 min, CFO 2 h, then expired with a ticket."""
+
+    def test_after_the_last_level_it_expires_with_a_ticket_and_the_agent_told(
+        self, clock, subscribed_bot
+    ):
+        created = subscribed_bot.post("/api/v1/requests", INVOICE, format="json").json()
+        after(clock, minutes=30, seconds=1)
+        escalation.sweep()
+        after(clock, hours=2, seconds=1)
+
+        assert escalation.sweep().finished == 1
+
+        body = subscribed_bot.get(f"/api/v1/requests/{created['id']}").json()
+        assert body["status"] == "expired"
+        assert body["due_at"] is None
+        assert body["decision"]["by"] == {"system": "timeout"}
+        ticket = Ticket.objects.get(request_id=created["id"])
+        assert body["ticket"] == {"id": str(ticket.pk), "status": "open"}
+        assert ticket.role.name == "cfo"
+        kinds = [e.kind for e in events(created["id"])]
+        assert kinds == ["created", "escalated", "expired", "ticket_opened"]
+        types = list(
+            Delivery.objects.filter(request_id=created["id"])
+            .order_by("created_at")
+            .values_list("event_type", flat=True)
+        )
+        assert types == ["approval.escalated", "approval.expired"]
+        assert Notification.objects.filter(request_id=created["id"], kind="ticket").exists()
+
+    def test_a_late_decision_is_refused_and_kept_for_the_ticket(self, clock, invoice, carol):
+        after(clock, minutes=31)
+        escalation.sweep()
+        after(clock, hours=2, minutes=1)
+        escalation.sweep()
+
+        response = decide(carol, invoice["id"], "approve", reason="back from a meeting")
+
+        assert response.status_code == 409
+        assert events(invoice["id"])[-1].kind == "late_decision"
+
+    def test_on_timeout_deny_denies(self, clock, bot):
+        refund = bot.post(
+            "/api/v1/requests", {"action": "refund.issue", "summary": "Refund $40"}, format="json"
+        ).json()
+        after(clock, minutes=15, seconds=1)
+        escalation.sweep()
+        body = bot.get(f"/api/v1/requests/{refund['id']}").json()
+        assert body["status"] == "denied"
+        assert body["decision"]["by"] == {"system": "timeout"}
+        assert body["ticket"] is None
+
+    def test_on_timeout_approve_needs_fail_open_and_approves_the_payload(self, clock, config, bot):
+        apply_documents(
+            load_yaml(
+                """
+kind: Policy
+name: low-risk
+priority: 1
+rules:
+  - name: tiny-credit
+    actions: ["credit.tiny"]
+    class: internal
+    levels: [{role: support-lead, deadline: 5m}]
+    on_timeout: approve
+    fail_open: true
+"""
+            ),
+            author="tests",
+        )
+        body = {"action": "credit.tiny", "summary": "$2 credit", "payload": {"credit": 2}}
+        created = bot.post("/api/v1/requests", body, format="json").json()
+        after(clock, minutes=5, seconds=1)
+        escalation.sweep()
+        decision = bot.get(f"/api/v1/requests/{created['id']}").json()["decision"]
+        assert decision["outcome"] == "approved"
+        assert decision["by"] == {"system": "timeout"}
+        assert decision["payload"] == {"credit": 2}
+
+
+def test_a_row_that_fails_is_logged_pushed_back_and_never_blocks_the_others(clock, bot, caplog):
+    broken = bot.post("/api/v1/requests", INVOICE, format="json").json()
+    healthy = bot.post("/api/v1/requests", INVOICE, format="json").json()
+    ApprovalRequest.objects.filter(pk=broken["id"]).update(
+        levels=[{"role": "finance-manager", "deadline": 1800}, {"role": "ghost", "deadline": 60}]
+    )
+    after(clock, minutes=31)
+
+    result = escalation.sweep()
+
+    assert (result.escalated, result.failed) == (1, 1)
+    assert ApprovalRequest.objects.get(pk=healthy["id"]).level == 2
+    stuck = ApprovalRequest.objects.get(pk=broken["id"])
+    assert stuck.level == 1 and stuck.due_at > timezone.now()
+    assert broken["id"] in caplog.text
+
+
+class TestReminders:
+    @pytest.fixture
+    def reminded_policy(self, config):
+        apply_documents(
+            load_yaml(
+                """
+kind: Policy
+name: reminded
+priority: 1
+rules:
+  - name: with-reminder
+    actions: ["vendor.onboard"]
+    class: internal
+    remind: 10m
+    levels: [{role: finance-manager, deadline: 30m}, {role: cfo, deadline: 1h}]
+"""
+            ),
+            author="tests",
+        )
+
+    def test_the_owning_role_is_reminded_once_before_each_deadline(
+        self, clock, bot, reminded_policy
+    ):
+        created = bot.post(
+            "/api/v1/requests", {"action": "vendor.onboard", "summary": "Acme"}, format="json"
+        ).json()
+        after(clock, minutes=19)
+        assert escalation.sweep().reminded == 0
+        after(clock, minutes=1, seconds=1)
+        assert escalation.sweep().reminded == 1
+        assert escalation.sweep().reminded == 0
+        after(clock, minutes=10)
+        escalation.sweep()  # escalates to the cfo: a new level, a new reminder
+        after(clock, minutes=50, seconds=1)
+        assert escalation.sweep().reminded == 1
+
+        reminders = Notification.objects.filter(request_id=created["id"], kind="reminder")
+        assert [n.role.name for n in reminders.order_by("created_at")] == ["finance-manager", "cfo"]
+
+
+class TestMail:
+    def test_the_escalation_mail_goes_to_the_new_role_with_the_business_context(
+        self, clock, invoice
+    ):
+        after(clock, minutes=31)
+        escalation.sweep()
+        notification = Notification.objects.get(request_id=invoice["id"], kind="escalated")
+
+        assert notifications.send(notification.pk) is True
+
+        [message] = mail.outbox
+        assert message.to == ["carol@example.com"]  # the cfo; not the finance managers
+        assert "Escalated to you" in message.subject
+        assert "INV-1042 is $1,240 over PO-77" in message.body
+        assert "vendor: Acme" in message.body
+        assert "Escalated from: finance-manager" in message.body
+        assert "Decide by:" in message.body
+        assert f"/requests/{invoice['id']}" in message.body
+
+    def test_a_role_with_an_address_gets_one_mail_there(self, invoice):
+        from policies.models import Role
+
+        Role.objects.filter(name="finance-manager").update(email="finance@example.com")
+        notification = Notification.objects.get(request_id=invoice["id"], kind="new")
+        notifications.send(notification.pk)
+        assert [m.to for m in mail.outbox] == [["finance@example.com"]]
+
+    def test_a_notification_is_sent_once(self, invoice):
+        notification = Notification.objects.get(request_id=invoice["id"], kind="new")
+        assert notifications.send(notification.pk) is True
+        assert notifications.send(notification.pk) is False
+        assert len(mail.outbox) == 1
+
+    def test_a_failed_send_is_kept_for_the_outbox_sweep(self, invoice, settings, clock):
+        settings.EMAIL_BACKEND = "tests.test_escalation.FailingBackend"
+        notification = Notification.objects.get(request_id=invoice["id"], kind="new")
+        assert notifications.send(notification.pk) is False
+        notification.refresh_from_db()
+        assert notification.sent_at is None and "refused" in notification.last_error
+        after(clock, seconds=11)
+        assert notifications.unsent_ids() == [notification.pk]
+
+
+class FailingBackend:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def send_messages(self, messages):
+        raise ConnectionRefusedError("SMTP server refused")
