@@ -327,12 +327,11 @@ def _finish_locked(request: ApprovalRequest, status: str, **details) -> None:
 
 
 def _lock(queryset, request_id) -> ApprovalRequest:
+    # Lock the row alone, with no joins: when the row changed while we waited
+    # for the lock, PostgreSQL re-checks it against the joined rows it read
+    # *before* (e.g. the old owner role) and would drop it as not found.
     try:
-        return (
-            queryset.select_for_update(of=("self",))
-            .select_related("owner_role", "policy_version__policy", "agent", "claimed_by")
-            .get(pk=request_id)
-        )
+        return queryset.select_for_update().get(pk=request_id)
     except (ApprovalRequest.DoesNotExist, ValueError, TypeError):
         raise NotVisible("No such request.") from None
 

@@ -27,11 +27,14 @@ def record(
     Locking the request row to read its chain head serializes writers of the
     same request: two events can never claim the same predecessor.
     """
+    # Lock the request row alone (no joins: a joined row would be locked too,
+    # serializing every request routed by the same policy version).
     head = (
         ApprovalRequest.objects.select_for_update()
-        .values("audit_seq", "audit_head", "policy_version__number", "policy_version__policy__name")
+        .values("audit_seq", "audit_head")
         .get(pk=request.pk)
     )
+    version = request.policy_version
     event = AuditEvent(
         request_id=request.pk,
         seq=head["audit_seq"] + 1,
@@ -40,8 +43,8 @@ def record(
         actor=actor,
         role=request.owner_role.name,
         level=request.level,
-        policy=head["policy_version__policy__name"],
-        policy_version=head["policy_version__number"],
+        policy=version.policy.name,
+        policy_version=version.number,
         rule=request.rule_name,
         action=request.action,
         summary=request.summary,

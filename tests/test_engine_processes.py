@@ -1,0 +1,204 @@
+"""The escalation engine for real: Celery worker and beat processes against
+real PostgreSQL and Redis, started by the tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from approvals import escalation
+from approvals.models import ApprovalRequest, AuditEvent
+from policies.config import apply_documents, load_yaml
+from tests.conftest import INVOICE, decide
+from tests.processes import Processes, RedisServer, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+FAST_CHAIN = """
+kind: Policy
+name: fast
+priority: 1
+rules:
+  - name: two-plus-two
+    actions: ["fast.*"]
+    class: internal
+    levels:
+      - {role: finance-manager, deadline: 2s}
+      - {role: cfo, deadline: 2s}
+    ticket: true
+"""
+
+
+@pytest.fixture
+def fast_chain(config):
+    apply_documents(load_yaml(FAST_CHAIN), author="tests")
+
+
+@pytest.fixture
+def engine_env(tmp_path):
+    database = connection.settings_dict
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTEST", "DJANGO_SETTINGS"))
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="approvals_site.settings",
+        DATABASE_URL=f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
+        f"{database['NAME']}",
+        APPROVALS_VAR_DIR=str(tmp_path),
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(tmp_path / "mail"),
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def processes(tmp_path, engine_env, redis_server):
+    engine_env["REDIS_URL"] = redis_server.url
+    procs = Processes(tmp_path, engine_env)
+    yield procs
+    procs.stop_all()
+
+
+def kinds(request_id) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(request_id=request_id)
+        .order_by("seq")
+        .values_list("kind", flat=True)
+    )
+
+
+def make_due(count: int, bot) -> list[str]:
+    ids = [bot.post("/api/v1/requests", INVOICE, format="json").json()["id"] for _ in range(count)]
+    ApprovalRequest.objects.filter(pk__in=ids).update(due_at=timezone.now() - timedelta(seconds=1))
+    return ids
+
+
+def escalated_count(ids) -> int:
+    return AuditEvent.objects.filter(request_id__in=ids, kind="escalated").count()
+
+
+def test_a_2s_plus_2s_chain_escalates_then_expires_on_time(fast_chain, bot, processes):
+    processes.worker()
+    processes.beat()
+    # Let the engine come up before the clock starts, so the lag measured is the engine's.
+    wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker ready")
+    body = {"action": "fast.pay", "summary": "fast one", "context": {"amount": 5}}
+    created = bot.post("/api/v1/requests", body, format="json").json()
+
+    wait_for(
+        lambda: ApprovalRequest.objects.get(pk=created["id"]).level == 2,
+        timeout=15, what="the escalation",
+    )  # fmt: skip
+    escalated = AuditEvent.objects.get(request_id=created["id"], kind="escalated")
+    assert escalated.data["late_seconds"] < 2.0, escalated.data
+    assert escalated.data["to_role"] == "cfo"
+
+    wait_for(
+        lambda: ApprovalRequest.objects.get(pk=created["id"]).status == "expired",
+        timeout=15, what="the expiry",
+    )  # fmt: skip
+    assert kinds(created["id"]) == ["created", "escalated", "expired", "ticket_opened"]
+    mails = wait_for(
+        lambda: list((processes.logs / "mail").glob("*.log")), timeout=15, what="mail files"
+    )
+    assert any("carol@example.com" in path.read_text() for path in mails)
+
+
+def test_a_worker_killed_mid_sweep_leaves_every_request_handled_exactly_once(bot, processes):
+    ids = make_due(300, bot)
+    processes.worker("first")
+    processes.beat()
+    wait_for(lambda: escalated_count(ids) > 0, timeout=60, what="the sweep to start")
+    processes.kill("first")
+    partial = escalated_count(ids)
+
+    processes.worker("second")
+    wait_for(lambda: escalated_count(ids) == 300, timeout=90, what="all 300 escalations")
+
+    assert partial < 300, "the kill came too late to interrupt the sweep"
+    per_request = AuditEvent.objects.filter(request_id__in=ids, kind="escalated")
+    assert per_request.values("request_id").distinct().count() == 300
+    assert ApprovalRequest.objects.filter(pk__in=ids, level=2).count() == 300
+
+
+def test_with_redis_down_deadlines_wait_and_are_caught_up_once(bot, processes, redis_server):
+    processes.worker()
+    processes.beat()
+    wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker ready")
+    redis_server.stop()
+    ids = make_due(50, bot)
+    assert escalated_count(ids) == 0
+
+    redis_server.start()
+
+    wait_for(lambda: escalated_count(ids) == 50, timeout=90, what="the catch-up")
+    assert AuditEvent.objects.filter(request_id__in=ids, kind="escalated").count() == 50
+
+
+def test_two_sweeps_at_once_escalate_each_request_once(bot):
+    ids = make_due(60, bot)
+    start = threading.Barrier(2)
+
+    def sweep(_):
+        start.wait()
+        try:
+            return escalation.sweep()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(sweep, range(2)))
+
+    assert sum(r.escalated for r in results) == 60
+    assert escalated_count(ids) == 60
+
+
+def test_a_decision_racing_the_escalation_wins_or_loses_cleanly(bot, maria):
+    ids = make_due(40, bot)
+    start = threading.Barrier(2)
+
+    def sweep():
+        start.wait()
+        try:
+            escalation.sweep()
+        finally:
+            connection.close()
+
+    def decide_all():
+        start.wait()
+        try:
+            return {r: decide(maria, r, "approve").status_code for r in ids}
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        swept = pool.submit(sweep)
+        answers = pool.submit(decide_all).result()
+        swept.result()
+
+    for request_id in ids:
+        request = ApprovalRequest.objects.get(pk=request_id)
+        history = kinds(request_id)
+        if answers[request_id] == 200:  # the decision won: no escalation
+            assert (request.status, history) == ("approved", ["created", "approved"])
+        else:  # the escalation won: maria's role no longer owns it
+            assert answers[request_id] == 403
+            assert (request.status, request.level) == ("pending", 2)
+            assert history == ["created", "escalated"]
