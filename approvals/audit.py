@@ -34,12 +34,37 @@ def record(
         .values("audit_seq", "audit_head")
         .get(pk=request.pk)
     )
+    event = prepare(
+        request, kind, actor=actor, data=data, after=(head["audit_seq"], head["audit_head"])
+    )
+    event.save(force_insert=True)
+    ApprovalRequest.objects.filter(pk=request.pk).update(audit_seq=event.seq, audit_head=event.hash)
+    request.audit_seq, request.audit_head = event.seq, event.hash
+    return event
+
+
+def prepare(
+    request: ApprovalRequest,
+    kind: str,
+    *,
+    actor: dict,
+    data: dict | None = None,
+    after: tuple[int, str] | None = None,
+    at=None,
+) -> AuditEvent:
+    """The next event of the chain, hashed but not saved.
+
+    ``after`` is the chain head (seq, hash) it follows, by default the one on
+    ``request``. A caller that writes the new head in its own conditional
+    UPDATE, guarded by ``audit_seq``, saves a locking read and a write.
+    """
+    seq, prev_hash = after if after is not None else (request.audit_seq, request.audit_head)
     version = request.policy_version
     event = AuditEvent(
         request_id=request.pk,
-        seq=head["audit_seq"] + 1,
+        seq=seq + 1,
         kind=kind,
-        at=timezone.now(),
+        at=at or timezone.now(),
         actor=actor,
         role=request.owner_role.name,
         level=request.level,
@@ -50,12 +75,9 @@ def record(
         summary=request.summary,
         context=request.context,
         data=data or {},
-        prev_hash=head["audit_head"],
+        prev_hash=prev_hash,
     )
     event.hash = event_hash(event)
-    event.save(force_insert=True)
-    ApprovalRequest.objects.filter(pk=request.pk).update(audit_seq=event.seq, audit_head=event.hash)
-    request.audit_seq, request.audit_head = event.seq, event.hash
     return event
 
 

@@ -43,34 +43,32 @@ class SweepResult:
     failed: int = 0
 
 
-def sweep(*, batch: int = 500, now: datetime | None = None) -> SweepResult:
-    """Handle every request that is due now, a row at a time.
+def sweep(*, batch: int = 500, chunk: int = 50, now: datetime | None = None) -> SweepResult:
+    """Handle every request that is due now.
 
-    1. Take a batch of due rows (id, level, due_at), oldest deadline first.
-    2. Handle each in its own transaction; a row another process handled in
-       the meantime updates nothing and is skipped.
-    3. A row that raises is logged and its deadline pushed back a little, so
-       it is retried later and never blocks the others.
+    1. Load a batch of due rows, oldest deadline first (the partial index).
+    2. Handle them in transactions of ``chunk`` rows, each row in a savepoint
+       of its own: one commit (one WAL flush) per chunk instead of per row,
+       while a row that raises rolls back alone, is logged and has its
+       deadline pushed back a little, so it never blocks the others.
+    3. Each row's change is a conditional UPDATE on the state we loaded; a row
+       another process handled in the meantime updates nothing.
     4. Repeat until no due rows are left; then send the due reminders.
     """
     counts = {"escalated": 0, "finished": 0, "reminded": 0, "failed": 0}
+    roles = {role.name: role for role in Role.objects.all()}
     while True:
-        now_ = now or timezone.now()
         due = list(
-            ApprovalRequest.objects.due(now_)
-            .order_by("due_at")
-            .values_list("id", "level", "due_at")[:batch]
+            ApprovalRequest.objects.due(now or timezone.now())
+            .select_related("owner_role", "policy_version__policy", "agent")
+            .order_by("due_at")[:batch]
         )
-        for request_id, level, due_at in due:
-            try:
-                outcome = handle_due(request_id, level=level, due_at=due_at)
-            except Exception:
-                logger.exception("request %s: deadline handling failed; retrying later", request_id)
-                _push_back(request_id, level, due_at)
-                counts["failed"] += 1
-                continue
-            if outcome:
-                counts[outcome] += 1
+        for start in range(0, len(due), chunk):
+            with transaction.atomic():
+                for request in due[start : start + chunk]:
+                    outcome = _handle_safely(request, roles)
+                    if outcome:
+                        counts[outcome] += 1
         if len(due) < batch:
             break
     for request_id, remind_at in ApprovalRequest.objects.reminder_due(now).values_list(
@@ -84,64 +82,84 @@ def sweep(*, batch: int = 500, now: datetime | None = None) -> SweepResult:
     return SweepResult(**counts)
 
 
-def handle_due(request_id, *, level: int, due_at: datetime) -> str | None:
+def _handle_safely(request: ApprovalRequest, roles: dict[str, Role]) -> str | None:
+    level, due_at = request.level, request.due_at
+    try:
+        with transaction.atomic():
+            return handle_due(request, roles)
+    except Exception:
+        logger.exception("request %s: deadline handling failed; retrying later", request.pk)
+        with transaction.atomic():
+            _push_back(request.pk, level, due_at)
+        return "failed"
+
+
+def handle_due(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> str | None:
     """Escalate, or end a request whose last deadline passed; None if it had
     already moved on (decided, escalated by someone else)."""
-    request = (
-        ApprovalRequest.objects.select_related("owner_role", "policy_version__policy", "agent")
-        .filter(pk=request_id, status=Status.PENDING, level=level, due_at=due_at)
-        .first()
-    )
-    if request is None:
-        return None
     if request.is_last_level:
         return "finished" if time_out(request) else None
-    return "escalated" if escalate(request) else None
+    return "escalated" if escalate(request, roles) else None
 
 
-def escalate(request: ApprovalRequest) -> bool:
+def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> bool:
     """Hand the request to the next level's role, with a fresh deadline.
 
     The previous role keeps read access (its Ownership row) but loses the
     right to decide; any claim ends; the new role is notified.
+
+    One conditional UPDATE moves the request and writes the head of its audit
+    chain; it also expects the chain head we read, so a claim that slipped in
+    since simply makes this attempt update nothing (the next sweep retries).
     """
     now = timezone.now()
-    was_due, from_role = request.due_at, request.owner_role
-    next_level = request.level + 1
-    step = request.levels[next_level - 1]
-    to_role = Role.objects.get(name=step["role"])
+    was_due, from_role, was_level = request.due_at, request.owner_role, request.level
+    step = request.levels[was_level]
+    to_role = (roles or {}).get(step["role"]) or Role.objects.get(name=step["role"])
     due_at = now + timedelta(seconds=step["deadline"])
-    with transaction.atomic():
-        updated = ApprovalRequest.objects.filter(
-            pk=request.pk, status=Status.PENDING, level=request.level, due_at=was_due
-        ).update(
-            level=next_level,
+    expected = {
+        "pk": request.pk, "status": Status.PENDING, "level": was_level,
+        "due_at": was_due, "audit_seq": request.audit_seq,
+    }  # fmt: skip
+    request.level, request.owner_role, request.due_at = was_level + 1, to_role, due_at
+    request.level_started_at, request.updated_at = now, now
+    request.remind_at = _remind_at(request, due_at, step["deadline"])
+    request.claimed_by, request.claimed_at = None, None
+    event = audit.prepare(
+        request,
+        "escalated",
+        actor={"system": "escalation"},
+        at=now,
+        data={
+            "from_role": from_role.name,
+            "to_role": to_role.name,
+            "from_level": was_level,
+            "to_level": was_level + 1,
+            "was_due_at": _iso(was_due),
+            "late_seconds": round((now - was_due).total_seconds(), 3),
+            "due_at": _iso(due_at),
+        },
+    )
+    # No savepoint of its own: inside the sweep, the row's savepoint already
+    # isolates it; called alone, this still opens a transaction.
+    with transaction.atomic(savepoint=False):
+        updated = ApprovalRequest.objects.filter(**expected).update(
+            level=request.level,
             owner_role=to_role,
             level_started_at=now,
             due_at=due_at,
-            remind_at=_remind_at(request, due_at, step["deadline"]),
+            remind_at=request.remind_at,
             claimed_by=None,
             claimed_at=None,
             updated_at=now,
+            audit_seq=event.seq,
+            audit_head=event.hash,
         )
         if updated != 1:
             return False
-        request.refresh_from_db()
-        Ownership.objects.create(request=request, role=to_role, level=next_level)
-        audit.record(
-            request,
-            "escalated",
-            actor={"system": "escalation"},
-            data={
-                "from_role": from_role.name,
-                "to_role": to_role.name,
-                "from_level": next_level - 1,
-                "to_level": next_level,
-                "was_due_at": _iso(was_due),
-                "late_seconds": round((now - was_due).total_seconds(), 3),
-                "due_at": _iso(due_at),
-            },
-        )
+        request.audit_seq, request.audit_head = event.seq, event.hash
+        Ownership.objects.create(request=request, role=to_role, level=request.level)
+        event.save(force_insert=True)
         outbox.notify(request, Notification.Kind.ESCALATED)
         if request.agent.subscribe_escalations:
             outbox.queue_callback(request, "approval.escalated")
@@ -159,7 +177,7 @@ def time_out(request: ApprovalRequest) -> bool:
     if status == Status.APPROVED and not request.fail_open:
         status = Status.EXPIRED  # validation forbids this; never approve on silence by accident
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         done = finish(
             request,
             status,

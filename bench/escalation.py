@@ -1,0 +1,175 @@
+"""How the sweep scales, and how late escalations fire.
+
+    .venv/bin/python bench/escalation.py [--skip-lag]
+
+1. Fill PostgreSQL with 100,000 pending requests not yet due plus 1,000 due,
+   and time one full sweep (1,000 escalations); again with 10,000 not due.
+   The sweep's cost should follow the number due, not the number open: the
+   ratio of the two times should stay near 1 (goal: within 1.3), and 1,000
+   escalations should take under 5 s on a 2-core machine.
+2. Escalation lag: 1,000 requests with deadlines staggered over 20 s, a real
+   Celery worker and beat on Redis; lag is from ``due_at`` to the escalation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from _django import ROOT, percentiles, setup
+
+DUE = 1_000
+
+
+def requests_factory():
+    """An unsaved pending request at level 1 of the bench policy."""
+    from django.utils import timezone
+
+    from approvals.models import Agent, ApprovalRequest
+    from policies.models import Policy, Role
+
+    agent = Agent.objects.get(name="bench")
+    version = Policy.objects.select_related("current_version").get(name="bench").current_version
+    role = Role.objects.get(name="first")
+    now = timezone.now()
+    return lambda due_at: ApprovalRequest(
+        id=uuid.uuid4(), agent=agent, body_sha256="-", action="bench.pay", summary="bench",
+        context={"amount": 10.0, "vendor": "Acme"}, payload={}, requester={},
+        policy_version=version, rule_name="pay", action_class="internal",
+        levels=version.spec["rules"][0]["levels"], owner_role=role, level_started_at=now,
+        due_at=due_at, created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
+def fill(not_due: int, due: int) -> None:
+    from django.db import connection
+    from django.utils import timezone
+
+    from approvals.models import ApprovalRequest, AuditEvent, Notification, Ownership
+
+    with connection.cursor() as cursor:
+        for model in (AuditEvent, Notification, Ownership, ApprovalRequest):
+            cursor.execute(f"TRUNCATE {model._meta.db_table} CASCADE")
+    row = requests_factory()
+    now = timezone.now()
+    batch = []
+    for n in range(not_due + due):
+        batch.append(row(now + timedelta(hours=1) if n >= due else now - timedelta(seconds=1)))
+        if len(batch) == 5000:
+            ApprovalRequest.objects.bulk_create(batch)
+            batch = []
+    ApprovalRequest.objects.bulk_create(batch)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {ApprovalRequest._meta.db_table}")
+
+
+def time_sweep(not_due: int) -> float:
+    from approvals import escalation
+
+    fill(not_due, DUE)
+    started = time.perf_counter()
+    result = escalation.sweep()
+    elapsed = time.perf_counter() - started
+    assert result.escalated == DUE, result
+    print(
+        f"sweep with {not_due:>7,} not due + {DUE:,} due: {elapsed:.2f} s "
+        f"({DUE / elapsed:,.0f} escalations/s)"
+    )
+    return elapsed
+
+
+def lag_run(count: int = 1000, spread: float = 20.0) -> None:
+    from django.db import connection
+    from django.utils import timezone
+
+    from approvals.models import ApprovalRequest, AuditEvent
+
+    sys.path.insert(0, str(ROOT))
+    from tests.processes import Processes, RedisServer, wait_for
+
+    fill(0, 0)
+    logs = Path(tempfile.mkdtemp(prefix="bench-escalation-"))
+    redis = RedisServer(logs)
+    redis.start()
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        REDIS_URL=redis.url, APPROVALS_VAR_DIR=str(logs), LOG_LEVEL="WARNING",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    )  # fmt: skip
+    processes = Processes(logs, env)
+    try:
+        processes.worker()
+        processes.beat()
+        wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker")
+        fill(0, 0)
+        start = timezone.now() + timedelta(seconds=3)
+        row = requests_factory()
+        rows = [row(start + timedelta(seconds=spread * n / count)) for n in range(count)]
+        ids = [r.id for r in rows]
+        ApprovalRequest.objects.bulk_create(rows)
+        escalated = AuditEvent.objects.filter(request_id__in=ids, kind="escalated")
+        wait_for(lambda: escalated.count() == count, timeout=spread + 120, what="escalations")
+        lags = [e.data["late_seconds"] * 1000 for e in escalated]
+        stats = percentiles(lags)
+        print(
+            f"escalation lag, {count} staggered deadlines, worker+beat on Redis: "
+            f"p50={stats['p50']:.0f} ms p99={stats['p99']:.0f} ms max={stats['max']:.0f} ms"
+        )
+    finally:
+        processes.stop_all()
+        redis.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-lag", action="store_true")
+    args = parser.parse_args()
+    setup()
+    from django.contrib.auth import get_user_model
+
+    from approvals.agents import create_agent
+    from policies.config import apply_documents
+
+    get_user_model().objects.create_user("reviewer", email="r@example.com")
+    apply_documents(
+        [
+            {"kind": "Role", "name": "first", "members": ["reviewer"]},
+            {"kind": "Role", "name": "second", "members": ["reviewer"]},
+            {"kind": "ActionClass", "name": "internal"},
+            {
+                "kind": "Policy",
+                "name": "bench",
+                "rules": [
+                    {
+                        "name": "pay",
+                        "actions": ["bench.*"],
+                        "class": "internal",
+                        "levels": [
+                            {"role": "first", "deadline": "1h"},
+                            {"role": "second", "deadline": "1h"},
+                        ],
+                    }
+                ],
+            },
+        ],
+        author="bench",
+    )
+    create_agent("bench")
+
+    big = time_sweep(100_000)
+    small = time_sweep(10_000)
+    print(f"ratio 100k/10k open: {big / small:.2f} (goal: within 1.3)")
+    if not args.skip_lag:
+        lag_run()
+
+
+if __name__ == "__main__":
+    main()
