@@ -5,7 +5,7 @@ from django.db import models
 from django.utils.html import format_html
 
 from approvals.agents import issue_credentials
-from approvals.models import Agent, ApprovalRequest, AuditEvent
+from approvals.models import Agent, ApprovalRequest, AuditEvent, Delivery, Notification, Ticket
 
 
 class ReadOnlyAdminMixin:
@@ -71,3 +71,47 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["at", "kind", "action", "summary", "actor", "role", "level", "policy"]
     list_filter = ["kind", "role"]
     search_fields = ["action", "summary", "request__id"]
+
+
+@admin.register(Ticket)
+class TicketAdmin(admin.ModelAdmin):
+    """Manual-review tickets, with the request's story and any late decisions."""
+
+    list_display = ["request", "role", "status", "opened_at", "closed_at"]
+    list_filter = ["status", "role"]
+    list_select_related = ["request", "role"]
+    # Closing a ticket is a domain action (audited), done from the reviewer's queue.
+    readonly_fields = [
+        "request", "role", "status", "opened_at", "closed_at", "closed_by", "resolution",
+        "late_decisions",
+    ]  # fmt: skip
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="late decisions")
+    def late_decisions(self, ticket: Ticket) -> str:
+        events = ticket.request.events.filter(kind="late_decision").order_by("seq")
+        return (
+            "; ".join(
+                f"{e.at:%Y-%m-%d %H:%M} {e.actor.get('user')} wanted to {e.data.get('outcome')}"
+                f" ({e.data.get('reason') or 'no reason'})"
+                for e in events
+            )
+            or "none"
+        )
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "kind", "role", "request", "sent_at", "attempts", "last_error"]
+    list_filter = ["kind", "role"]
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "event_type", "agent", "url", "status", "attempts"]
+    list_filter = ["status", "event_type", "agent"]
