@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from approvals import audit, outbox
+from approvals.callbacks import check_callback_url
 from approvals.canonical import sha256_hex
 from approvals.errors import (
     ActionNotAllowed,
@@ -29,6 +30,7 @@ from approvals.errors import (
     PolicyBroken,
 )
 from approvals.models import Agent, ApprovalRequest, Notification, Ownership, Status, Vote
+from approvals.outbound import UnsafeURL
 from approvals.transitions import finish
 from policies.matching import route
 from policies.models import Role
@@ -64,6 +66,11 @@ def create_request(
     if not agent.may_request(action):
         raise ActionNotAllowed(f"Agent '{agent.name}' may not request action '{action}'.")
     body_sha256 = sha256_hex(body)
+    if body.get("callback_url"):
+        try:
+            check_callback_url(body["callback_url"])
+        except UnsafeURL as exc:
+            raise Invalid("callback_url", str(exc)) from None
     if idempotency_key is not None:
         existing = _replay(agent, idempotency_key, body_sha256)
         if existing is not None:

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.html import format_html
 
-from approvals.agents import issue_credentials
-from approvals.models import Agent, ApprovalRequest, AuditEvent, Delivery, Notification, Ticket
+from approvals import callbacks, outbox
+from approvals.agents import issue_credentials, rotate_signing_secret
+from approvals.models import (
+    Agent,
+    ApprovalRequest,
+    AuditEvent,
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    Ticket,
+)
+from approvals.outbound import UnsafeURL
 
 
 class ReadOnlyAdminMixin:
@@ -31,6 +42,35 @@ class AgentAdmin(admin.ModelAdmin):
         "name", "callback_url", "action_globs", "subscribe_escalations", "is_active",
         "key_prefix", "created_at",
     ]  # fmt: skip
+
+    actions = ["rotate_secret"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        class CheckedCallbackForm(form):
+            def clean_callback_url(self):
+                url = self.cleaned_data.get("callback_url")
+                if url:
+                    try:
+                        callbacks.check_callback_url(url)
+                    except UnsafeURL as exc:
+                        raise ValidationError(str(exc)) from None
+                return url
+
+        return CheckedCallbackForm
+
+    @admin.action(description="Rotate the callback signing secret (old one valid 24 h)")
+    def rotate_secret(self, request, queryset) -> None:
+        for agent in queryset:
+            secret, until = rotate_signing_secret(agent)
+            messages.warning(
+                request,
+                format_html(
+                    "{}: new signing secret <code>{}</code> (the old one also signs until {} UTC)",
+                    agent.name, secret, f"{until:%Y-%m-%d %H:%M}",
+                ),
+            )  # fmt: skip
 
     def save_model(self, request, obj: Agent, form, change: bool) -> None:
         if change:
@@ -111,7 +151,42 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["kind", "role"]
 
 
+class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = DeliveryAttempt
+    fields = ["number", "at", "status_code", "latency_ms", "error", "response_excerpt"]
+    readonly_fields = fields
+    extra = 0
+
+
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "event_type", "agent", "url", "status", "attempts"]
+class DeliveryAdmin(admin.ModelAdmin):
+    """The callback log: every event for every agent, each attempt below it.
+    Filter by status "dead" to see what never arrived, and redeliver it."""
+
+    list_display = [
+        "created_at", "event_type", "agent", "request", "status", "attempts",
+        "next_attempt_at", "last_error",
+    ]  # fmt: skip
     list_filter = ["status", "event_type", "agent"]
+    search_fields = ["webhook_id", "request__id", "agent__name"]
+    list_select_related = ["agent", "request"]
+    readonly_fields = [
+        "webhook_id", "request", "agent", "event_type", "url", "status", "attempts",
+        "next_attempt_at", "created_at", "delivered_at", "last_error", "body",
+    ]  # fmt: skip
+    inlines = [DeliveryAttemptInline]
+    actions = ["redeliver"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Redeliver (same webhook-id, fresh timestamp)")
+    def redeliver(self, request, queryset) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = callbacks.redeliver(Delivery.objects.filter(pk__in=ids))
+        for delivery_id in ids:
+            outbox.enqueue_delivery(delivery_id)
+        self.message_user(request, f"{count} callback(s) queued for delivery again.")

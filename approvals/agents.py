@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from approvals.keys import issue_api_key, issue_signing_secret
 from approvals.models import Agent
@@ -46,3 +50,16 @@ def new_api_key(agent: Agent) -> str:
     agent.key_prefix, agent.key_hash = key.prefix, key.hashed
     agent.save(update_fields=["key_prefix", "key_hash"])
     return key.key
+
+
+def rotate_signing_secret(agent: Agent, *, grace_hours: float | None = None):
+    """A new signing secret; the old one keeps signing until the grace ends."""
+    grace = settings.APPROVALS_SECRET_GRACE_HOURS if grace_hours is None else grace_hours
+    until = timezone.now() + timedelta(hours=grace)
+    agent.previous_signing_secret = agent.signing_secret
+    agent.previous_secret_expires_at = until
+    agent.signing_secret = issue_signing_secret()
+    agent.save(
+        update_fields=["signing_secret", "previous_signing_secret", "previous_secret_expires_at"]
+    )
+    return agent.signing_secret, until

@@ -20,6 +20,9 @@ class Agent(models.Model):
     key_prefix = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     signing_secret = models.CharField(max_length=100, editable=False)
+    # During a rotation, callbacks carry a signature with the old secret too.
+    previous_signing_secret = models.CharField(max_length=100, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     callback_url = models.URLField(max_length=2000, blank=True)
     action_globs = models.JSONField(
         default=list, blank=True, help_text="Actions it may request; empty means all."
@@ -36,6 +39,16 @@ class Agent(models.Model):
 
     def may_request(self, action: str) -> bool:
         return not self.action_globs or any(fnmatchcase(action, g) for g in self.action_globs)
+
+    def signing_secrets(self, now=None) -> list[str]:
+        """The secrets to sign with now: the current one, and the previous one
+        while its grace period lasts."""
+        secrets = [self.signing_secret]
+        now = now or timezone.now()
+        expires = self.previous_secret_expires_at
+        if self.previous_signing_secret and expires and expires > now:
+            secrets.append(self.previous_signing_secret)
+        return secrets
 
 
 class Status(models.TextChoices):
@@ -324,6 +337,7 @@ class Delivery(models.Model):
     status = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)  # a sender's lease
     created_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -340,3 +354,22 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.webhook_id}"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at delivering a callback: what was sent when, and what came back."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveSmallIntegerField()
+    at = models.DateTimeField()
+    webhook_timestamp = models.PositiveBigIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField()
+    response_excerpt = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery", "at"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.status_code or self.error[:40]}"

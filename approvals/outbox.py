@@ -55,7 +55,12 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
         next_attempt_at=now,
         created_at=now,
     )
+    transaction.on_commit(lambda: enqueue_delivery(delivery.pk))
     return delivery
+
+
+def enqueue_delivery(delivery_id: int) -> None:
+    _enqueue("approvals.tasks.deliver_callback", delivery_id)
 
 
 def _enqueue(task_name: str, *args) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.utils.dateparse import parse_datetime
 
-from approvals import escalation, notifications
+from approvals import callbacks, escalation, notifications
 
 
 @shared_task(name="approvals.tasks.sweep")
@@ -20,8 +21,22 @@ def send_notification(notification_id: int) -> bool:
 
 @shared_task(name="approvals.tasks.sweep_outboxes")
 def sweep_outboxes() -> int:
-    """Send what a lost task left behind."""
+    """Send the notifications a lost task left behind."""
     ids = notifications.unsent_ids()
     for notification_id in ids:
         notifications.send(notification_id)
     return len(ids)
+
+
+@shared_task(name="approvals.tasks.deliver_callback")
+def deliver_callback(delivery_id: int, lease: str | None = None) -> str:
+    return callbacks.deliver(delivery_id, lease=parse_datetime(lease) if lease else None)
+
+
+@shared_task(name="approvals.tasks.sweep_callbacks")
+def sweep_callbacks() -> int:
+    """Hand due deliveries (retries, and first attempts whose task was lost) to workers."""
+    taken = callbacks.dispatch_due()
+    for delivery_id, lease in taken:
+        deliver_callback.delay(delivery_id, lease.isoformat())
+    return len(taken)

@@ -201,12 +201,32 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": APPROVALS_SWEEP_SECONDS,
         "options": {"expires": max(5.0, APPROVALS_SWEEP_SECONDS * 5)},
     },
+    "sweep-callbacks": {
+        "task": "approvals.tasks.sweep_callbacks",
+        "schedule": 1.0,
+        "options": {"expires": 5.0},
+    },
     "sweep-outboxes": {
         "task": "approvals.tasks.sweep_outboxes",
         "schedule": 10.0,
         "options": {"expires": 30.0},
     },
 }
+
+# --- Callbacks (Standard Webhooks) ---------------------------------------------------
+
+# Seconds before each attempt: at once, then the Standard Webhooks schedule
+# (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 27.6 hours in all).
+APPROVALS_CALLBACK_SCHEDULE = [
+    float(seconds)
+    for seconds in env_list(
+        "APPROVALS_CALLBACK_SCHEDULE", ["0", "5", "300", "1800", "7200", "18000", "36000", "36000"]
+    )
+]
+APPROVALS_CALLBACK_TIMEOUT = float(env_str("APPROVALS_CALLBACK_TIMEOUT", "10"))
+# A sender's lease on a delivery; after it, a delivery whose sender died is sent again.
+APPROVALS_CALLBACK_LEASE_SECONDS = float(env_str("APPROVALS_CALLBACK_LEASE_SECONDS", "30"))
+APPROVALS_SECRET_GRACE_HOURS = float(env_str("APPROVALS_SECRET_GRACE_HOURS", "24"))
 
 # --- Notifications -------------------------------------------------------------
 

@@ -8,7 +8,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import URLValidator
 
 from approvals.agents import create_agent
+from approvals.callbacks import check_callback_url
 from approvals.models import Agent
+from approvals.outbound import UnsafeURL
 from policies.spec import GLOB
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -37,6 +39,10 @@ class Command(BaseCommand):
                 URLValidator(schemes=["http", "https"])(callback_url)
             except ValidationError:
                 raise CommandError(f"--callback-url {callback_url!r} is not a URL.") from None
+            try:
+                check_callback_url(callback_url)
+            except UnsafeURL as exc:
+                raise CommandError(f"--callback-url: {exc}") from None
         bad = [glob for glob in actions if not GLOB.match(glob)]
         if bad:
             raise CommandError(f"--actions {', '.join(bad)}: use a-z 0-9 _ . : - and * ? [ ]")
