@@ -171,6 +171,7 @@ class TestRotation:
             callbacks.deliver(delivery.pk)
         [sent] = receiver.received
         assert len(sent.headers["webhook-signature"].split(" ")) == 1
+        assert verify(sent.headers, sent.body, new, now=(until + timedelta(seconds=1)).timestamp())
 
     def test_the_command_rotates(self, hooked):
         from io import StringIO
