@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
@@ -16,6 +18,7 @@ from rest_framework.test import APIClient
 
 from approvals.agents import create_agent
 from policies.config import apply_documents, load_yaml
+from tests.processes import Processes, RedisServer
 
 CONFIG = """
 kind: Role
@@ -167,3 +170,44 @@ def decide(client: APIClient, request_id: str, outcome: str, **body):
     return client.post(
         f"/api/v1/requests/{request_id}/decision", {"outcome": outcome, **body}, format="json"
     )
+
+
+# --- real processes (Celery worker and beat, a Redis of our own) ----------------------
+
+
+@pytest.fixture
+def engine_env(tmp_path):
+    from django.db import connection
+
+    database = connection.settings_dict
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTEST", "DJANGO_SETTINGS"))
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="approvals_site.settings",
+        DATABASE_URL=f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
+        f"{database['NAME']}",
+        APPROVALS_VAR_DIR=str(tmp_path),
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(tmp_path / "mail"),
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def processes(tmp_path, engine_env, redis_server):
+    engine_env["REDIS_URL"] = redis_server.url
+    procs = Processes(tmp_path, engine_env)
+    yield procs
+    procs.stop_all()

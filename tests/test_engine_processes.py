@@ -3,7 +3,6 @@ real PostgreSQL and Redis, started by the tests."""
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -16,7 +15,7 @@ from approvals import escalation
 from approvals.models import ApprovalRequest, AuditEvent
 from policies.config import apply_documents, load_yaml
 from tests.conftest import INVOICE, decide
-from tests.processes import Processes, RedisServer, wait_for
+from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -38,42 +37,6 @@ rules:
 @pytest.fixture
 def fast_chain(config):
     apply_documents(load_yaml(FAST_CHAIN), author="tests")
-
-
-@pytest.fixture
-def engine_env(tmp_path):
-    database = connection.settings_dict
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PYTEST", "DJANGO_SETTINGS"))
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="approvals_site.settings",
-        DATABASE_URL=f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
-        f"{database['NAME']}",
-        APPROVALS_VAR_DIR=str(tmp_path),
-        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
-        EMAIL_FILE_PATH=str(tmp_path / "mail"),
-        LOG_LEVEL="INFO",
-    )
-    return env
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def processes(tmp_path, engine_env, redis_server):
-    engine_env["REDIS_URL"] = redis_server.url
-    procs = Processes(tmp_path, engine_env)
-    yield procs
-    procs.stop_all()
 
 
 def kinds(request_id) -> list[str]:
