@@ -185,8 +185,7 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Redeliver (same webhook-id, fresh timestamp)")
     def redeliver(self, request, queryset) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        count = callbacks.redeliver(Delivery.objects.filter(pk__in=ids))
-        for delivery_id in ids:
-            outbox.enqueue_delivery(delivery_id)
-        self.message_user(request, f"{count} callback(s) queued for delivery again.")
+        queued = callbacks.redeliver(queryset)
+        for delivery_id, lease in queued:
+            outbox.enqueue_delivery(delivery_id, lease)
+        self.message_user(request, f"{len(queued)} callback(s) queued for delivery again.")

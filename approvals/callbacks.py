@@ -123,14 +123,20 @@ def dispatch_due(limit: int = 500) -> list[tuple[int, datetime]]:
     return taken
 
 
-def redeliver(deliveries) -> int:
+def redeliver(deliveries) -> list[tuple[int, datetime]]:
     """Send again from the start of the schedule, under the same webhook-id
-    (each attempt signs a fresh timestamp). For admins, typically on dead ones."""
-    count = deliveries.update(
-        status=Delivery.State.PENDING, attempts=0, next_attempt_at=timezone.now(),
-        locked_until=None, delivered_at=None,
+    (each attempt signs a fresh timestamp). For admins, typically on dead ones.
+
+    Returns (id, lease) pairs to hand to the delivery tasks.
+    """
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.APPROVALS_CALLBACK_LEASE_SECONDS)
+    ids = list(deliveries.values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids).update(
+        status=Delivery.State.PENDING, attempts=0, next_attempt_at=now,
+        locked_until=lease, delivered_at=None,
     )  # fmt: skip
-    return count
+    return [(pk, lease) for pk in ids]
 
 
 def check_callback_url(url: str) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -45,8 +47,12 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
         separators=(",", ":"),
         ensure_ascii=False,
     )
+    # The first attempt's task is handed this lease, so the sweep leaves the
+    # delivery alone unless that task is lost (then the lease runs out).
+    lease = now + timedelta(seconds=settings.APPROVALS_CALLBACK_LEASE_SECONDS)
     delivery = Delivery.objects.create(
         webhook_id=f"msg_{uuid.uuid4().hex}",
+        locked_until=lease,
         request=request,
         agent_id=request.agent_id,
         event_type=event_type,
@@ -55,12 +61,12 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
         next_attempt_at=now,
         created_at=now,
     )
-    transaction.on_commit(lambda: enqueue_delivery(delivery.pk))
+    transaction.on_commit(lambda: enqueue_delivery(delivery.pk, lease))
     return delivery
 
 
-def enqueue_delivery(delivery_id: int) -> None:
-    _enqueue("approvals.tasks.deliver_callback", delivery_id)
+def enqueue_delivery(delivery_id: int, lease) -> None:
+    _enqueue("approvals.tasks.deliver_callback", delivery_id, lease.isoformat())
 
 
 def _enqueue(task_name: str, *args) -> None:

@@ -207,7 +207,20 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def processes(tmp_path, engine_env, redis_server):
+    """Worker and beat on a Redis of the test's own; this test process publishes
+    there too (after-commit tasks), as the web processes would."""
+    from approvals_site.celery import app
+
     engine_env["REDIS_URL"] = redis_server.url
+    previous = app.conf.broker_url
+    _use_broker(app, redis_server.url)
     procs = Processes(tmp_path, engine_env)
     yield procs
     procs.stop_all()
+    _use_broker(app, previous)
+
+
+def _use_broker(app, url: str) -> None:
+    app.conf.broker_url = url
+    app._pool = None  # the connection and producer pools were made for the old URL
+    app.amqp._producer_pool = None

@@ -35,6 +35,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between writes
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", "0"))

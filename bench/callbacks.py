@@ -1,0 +1,153 @@
+"""Callback delivery: latency from a decision's commit to the first attempt,
+and deliveries per second with one worker process.
+
+    .venv/bin/python bench/callbacks.py [--decisions 200] [--deliveries 2000]
+
+A real Celery worker (one process, solo pool) and beat on a Redis of the
+script's own deliver to a local HTTP/1.1 receiver; connections are pooled and
+kept alive between deliveries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _django import ROOT, percentiles, setup
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--decisions", type=int, default=200)
+    parser.add_argument("--deliveries", type=int, default=2000)
+    args = parser.parse_args()
+    os.environ["APPROVALS_ALLOW_PRIVATE_CALLBACKS"] = "true"
+    setup()
+    sys.path.insert(0, str(ROOT))
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from approvals import actions
+    from approvals.agents import create_agent
+    from approvals.models import Delivery
+    from approvals_site.celery import app
+    from policies.config import apply_documents
+    from tests.processes import Processes, RedisServer, wait_for
+    from tests.receiver import Receiver
+
+    reviewer = get_user_model().objects.create_user("reviewer", email="r@example.com")
+    apply_documents(
+        [
+            {"kind": "Role", "name": "first", "members": ["reviewer"]},
+            {"kind": "Role", "name": "second", "members": ["reviewer"]},
+            {"kind": "ActionClass", "name": "internal"},
+            {
+                "kind": "Policy",
+                "name": "bench",
+                "rules": [
+                    {
+                        "name": "pay",
+                        "actions": ["bench.*"],
+                        "class": "internal",
+                        "levels": [
+                            {"role": "first", "deadline": "1h"},
+                            {"role": "second", "deadline": "1h"},
+                        ],
+                    }
+                ],
+            },
+        ],
+        author="bench",
+    )
+    logs = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
+    redis = RedisServer(logs)
+    redis.start()
+    os.environ["REDIS_URL"] = redis.url
+    app.conf.broker_url = redis.url
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        APPROVALS_VAR_DIR=str(logs), LOG_LEVEL="WARNING",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    )  # fmt: skip
+    processes = Processes(logs, env)
+    with Receiver() as receiver:
+        agent = create_agent("bench", callback_url=receiver.url).agent
+        try:
+            processes.worker()
+            processes.beat()
+            wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker")
+
+            # 1. Decision commit -> first delivery attempt.
+            committed = {}
+            for _ in range(args.decisions):
+                created = actions.create_request(
+                    agent, body={"action": "bench.pay", "summary": "bench", "context": {}}
+                ).request
+                actions.decide(created.pk, reviewer=reviewer, outcome="approve")
+                committed[Delivery.objects.get(request=created).webhook_id] = time.monotonic()
+                time.sleep(0.02)  # one at a time: this measures latency, not throughput
+            wait_for(lambda: len(receiver.received) >= args.decisions, timeout=120, what="all")
+            lags = [
+                (r.at - committed[r.headers["webhook-id"]]) * 1000
+                for r in receiver.received
+                if r.headers["webhook-id"] in committed
+            ]
+            stats = percentiles(lags)
+            print(
+                f"decision commit -> first attempt ({len(lags)} decisions): "
+                f"p50={stats['p50']:.0f} ms p99={stats['p99']:.0f} ms max={stats['max']:.0f} ms"
+            )
+
+            # 2. Throughput: many deliveries queued at once, one worker process.
+            receiver.received.clear()
+            request = created
+            rows = [
+                Delivery(
+                    webhook_id=f"msg_bench_{n}",
+                    request=request,
+                    agent=agent,
+                    event_type="approval.approved",
+                    url=receiver.url,
+                    body='{"type":"bench"}',
+                )
+                for n in range(args.deliveries)
+            ]
+            Delivery.objects.bulk_create(rows)
+            ids = list(
+                Delivery.objects.filter(webhook_id__startswith="msg_bench_").values_list(
+                    "pk", flat=True
+                )
+            )
+            from datetime import timedelta
+
+            from django.utils import timezone
+
+            lease = timezone.now() + timedelta(minutes=10)  # as queue_callback hands it over
+            Delivery.objects.filter(pk__in=ids).update(
+                next_attempt_at=timezone.now(), locked_until=lease
+            )
+            started = time.monotonic()
+            for pk in ids:
+                app.send_task("approvals.tasks.deliver_callback", args=[pk, lease.isoformat()])
+            wait_for(
+                lambda: Delivery.objects.filter(pk__in=ids, status="delivered").count() == len(ids),
+                timeout=600, what="all deliveries", every=0.2,
+            )  # fmt: skip
+            elapsed = time.monotonic() - started
+            print(
+                f"throughput, one worker process (solo pool), keep-alive: "
+                f"{len(ids)} deliveries in {elapsed:.1f} s = {len(ids) / elapsed:.0f}/s"
+            )
+        finally:
+            processes.stop_all()
+            redis.stop()
+
+
+if __name__ == "__main__":
+    main()
