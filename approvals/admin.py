@@ -96,6 +96,14 @@ class AuditEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     ordering = ["seq"]
 
 
+class DeliveryInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Delivery
+    fields = ["event_type", "status", "attempts", "next_attempt_at", "last_error", "webhook_id"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["action", "summary", "status", "owner_role", "level", "due_at", "created_at"]
@@ -103,7 +111,7 @@ class ApprovalRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["action", "summary", "id"]
     list_select_related = ["owner_role"]
     date_hierarchy = "created_at"
-    inlines = [AuditEventInline]
+    inlines = [AuditEventInline, DeliveryInline]
 
 
 @admin.register(AuditEvent)
