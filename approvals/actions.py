@@ -29,7 +29,16 @@ from approvals.errors import (
     NotVisible,
     PolicyBroken,
 )
-from approvals.models import Agent, ApprovalRequest, Notification, Ownership, Status, Vote
+from approvals.models import (
+    Agent,
+    ApprovalRequest,
+    Notification,
+    Ownership,
+    Status,
+    Ticket,
+    TicketNote,
+    Vote,
+)
 from approvals.outbound import UnsafeURL
 from approvals.transitions import finish
 from policies.matching import route
@@ -374,3 +383,52 @@ def _check_may_decide(request: ApprovalRequest, reviewer, roles: set[str]) -> No
 
 def _iso(moment) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+# --- manual-review tickets -------------------------------------------------------
+
+
+def add_ticket_note(ticket_id, *, reviewer, text: str) -> TicketNote:
+    """A member of the ticket's role adds to the story."""
+    if not text.strip():
+        raise Invalid("text", "Write a note.")
+    with transaction.atomic():
+        ticket = _ticket_for_member(ticket_id, reviewer)
+        note = TicketNote.objects.create(ticket=ticket, author=reviewer, text=text.strip())
+        audit.record(
+            ticket.request, "ticket_note", actor={"user": reviewer.get_username()},
+            data={"ticket": ticket.pk, "note": note.text},
+        )  # fmt: skip
+    return note
+
+
+def close_ticket(ticket_id, *, reviewer, resolution: str) -> Ticket:
+    """Close a manual-review ticket with how it was resolved."""
+    if not resolution.strip():
+        raise Invalid("resolution", "Say how it was resolved.")
+    with transaction.atomic():
+        ticket = _ticket_for_member(ticket_id, reviewer)
+        if ticket.status == Ticket.State.CLOSED:
+            return ticket
+        now = timezone.now()
+        updated = Ticket.objects.filter(pk=ticket.pk, status=Ticket.State.OPEN).update(
+            status=Ticket.State.CLOSED, closed_at=now, closed_by=reviewer,
+            resolution=resolution.strip(),
+        )  # fmt: skip
+        if updated:
+            audit.record(
+                ticket.request, "ticket_closed", actor={"user": reviewer.get_username()},
+                data={"ticket": ticket.pk, "resolution": resolution.strip()},
+            )  # fmt: skip
+        ticket.refresh_from_db()
+    return ticket
+
+
+def _ticket_for_member(ticket_id, reviewer) -> Ticket:
+    try:
+        ticket = Ticket.objects.select_for_update().get(pk=ticket_id)
+    except (Ticket.DoesNotExist, ValueError, TypeError):
+        raise NotVisible("No such ticket.") from None
+    if ticket.role.name not in _role_names(reviewer):
+        raise NotVisible("No such ticket.")
+    return ticket

@@ -78,6 +78,17 @@ class ApprovalRequestQuerySet(models.QuerySet["ApprovalRequest"]):
         owned = Ownership.objects.filter(request=models.OuterRef("pk"), role__in=roles)
         return self.filter(models.Exists(owned))
 
+    def owned_by(self, roles: models.QuerySet[Role]) -> ApprovalRequestQuerySet:
+        """The queue: pending requests one of these roles owns now."""
+        return self.filter(status=Status.PENDING, owner_role__in=roles)
+
+    def escalated_away_from(self, roles: models.QuerySet[Role]) -> ApprovalRequestQuerySet:
+        """Requests these roles owned at an earlier level but no longer own."""
+        earlier = Ownership.objects.filter(
+            request=models.OuterRef("pk"), role__in=roles, level__lt=models.OuterRef("level")
+        )
+        return self.filter(models.Exists(earlier)).exclude(owner_role__in=roles)
+
 
 class ApprovalRequest(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -174,6 +185,11 @@ class ApprovalRequest(models.Model):
     def role_names(self) -> list[str]:
         """Every role that owned it so far, the current one last."""
         return [level["role"] for level in self.levels[: self.level]]
+
+    @property
+    def previous_role(self) -> str | None:
+        """The role it escalated from, at level 2 and beyond."""
+        return self.levels[self.level - 2]["role"] if self.level > 1 else None
 
     @property
     def is_last_level(self) -> bool:
@@ -373,3 +389,16 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number}: {self.status_code or self.error[:40]}"
+
+
+class TicketNote(models.Model):
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["ticket", "created_at"]
+
+    def __str__(self) -> str:
+        return f"note by {self.author_id}"

@@ -1,67 +1,276 @@
-"""The reviewer's browser pages. They call the same domain functions as the API."""
+"""The reviewer's browser pages: the inbox and the request page.
+
+Server-rendered, with htmx swapping fragments (django-template-partials) so
+the queue and the decision panel update in place. Every change goes through
+the same domain functions as the API (approvals.actions).
+"""
 
 from __future__ import annotations
 
-from django.contrib import messages
+import json
+
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.utils.html import format_html
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from approvals import actions
 from approvals.errors import ApprovalError, Conflict, Invalid, NotVisible
-from approvals.models import ApprovalRequest
-from policies.models import Role
+from approvals.models import ApprovalRequest, Ticket
+from policies.models import ActionClass, Role
+
+PAGE_SIZE = 50
+TABS = ("queue", "escalated", "decided", "tickets")
 
 
 def _visible_request(user, pk) -> ApprovalRequest:
     """The request if one of the user's roles owns or owned it, else 404."""
     requests = ApprovalRequest.objects.visible_to(Role.objects.for_user(user))
     try:
-        return requests.select_related("owner_role", "policy_version__policy", "agent").get(pk=pk)
+        return requests.select_related(
+            "owner_role", "policy_version__policy", "agent", "claimed_by"
+        ).get(pk=pk)
     except ApprovalRequest.DoesNotExist:
         raise Http404("No such request.") from None
 
 
 @login_required
+@require_GET
 def inbox(request: HttpRequest) -> HttpResponse:
+    tab = request.GET.get("tab", "queue")
+    if tab not in TABS:
+        tab = "queue"
     roles = Role.objects.for_user(request.user)
-    pending = (
-        ApprovalRequest.objects.pending()
-        .filter(owner_role__in=roles)
-        .select_related("owner_role", "claimed_by")
-        .order_by("due_at")[:200]
+    role_names = list(roles.values_list("name", flat=True))
+    filters = {
+        "role": request.GET.get("role", ""),
+        "class": request.GET.get("class", ""),
+        "action": request.GET.get("action", "").strip(),
+    }
+    rows = _tab_rows(tab, roles, filters)
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    counts = dict(
+        ApprovalRequest.objects.owned_by(roles)
+        .values_list("owner_role__name")
+        .annotate(n=Count("id"))
+        .values_list("owner_role__name", "n")
     )
-    return render(request, "approvals/inbox.html", {"requests": pending, "roles": roles})
+    context = {
+        "tab": tab,
+        "page": page,
+        "filters": filters,
+        "role_names": role_names,
+        "counts": [(name, counts.get(name, 0)) for name in role_names],
+        "classes": list(ActionClass.objects.values_list("name", flat=True)),
+        "query": request.GET.urlencode(),
+    }
+    template = "approvals/inbox.html#rows" if request.htmx else "approvals/inbox.html"
+    return render(request, template, context)
+
+
+def _tab_rows(tab: str, roles, filters: dict):
+    if tab == "tickets":
+        tickets = Ticket.objects.filter(role__in=roles).select_related("request", "role")
+        return tickets.order_by("status", "-opened_at")
+    if tab == "escalated":
+        rows = ApprovalRequest.objects.escalated_away_from(roles).order_by("-updated_at")
+    elif tab == "decided":
+        rows = (
+            ApprovalRequest.objects.visible_to(roles)
+            .exclude(status="pending")
+            .order_by("-decided_at")
+        )
+    else:
+        rows = ApprovalRequest.objects.owned_by(roles).order_by("due_at", "created_at")
+    if filters["role"]:
+        rows = rows.filter(owner_role__name=filters["role"])
+    if filters["class"]:
+        rows = rows.filter(action_class=filters["class"])
+    if filters["action"]:
+        rows = rows.filter(action__startswith=filters["action"])
+    return rows.select_related("owner_role", "claimed_by")
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_GET
 def request_page(request: HttpRequest, pk) -> HttpResponse:
     approval = _visible_request(request.user, pk)
-    error = None
-    if request.method == "POST":
-        try:
-            actions.decide(
-                approval.pk,
-                reviewer=request.user,
-                outcome=request.POST.get("outcome", ""),
-                reason=request.POST.get("reason", ""),
-            )
-            return redirect("request", pk=approval.pk)
-        except NotVisible:
-            raise Http404("No such request.") from None
-        except Conflict as exc:
-            messages.info(request, exc.detail)
-            return redirect("request", pk=approval.pk)
-        except Invalid as exc:
-            error = exc.detail
-        except ApprovalError as exc:
-            error = exc.detail
-    events = approval.events.order_by("seq")
-    return render(
-        request,
-        "approvals/request.html",
-        {"approval": approval, "events": events, "error": error},
-        status=400 if error else 200,
+    return _render_request(request, approval)
+
+
+def _render_request(
+    request: HttpRequest, approval: ApprovalRequest, *, error: str = "", status: int = 200, **extra
+) -> HttpResponse:
+    my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
+    may_decide = (
+        approval.status == "pending"
+        and approval.owner_role.name in my_roles
+        and approval.claimed_by_id in (None, request.user.pk)
     )
+    context = {
+        "approval": approval,
+        "events": approval.events.order_by("seq"),
+        "deliveries": approval.deliveries.prefetch_related("attempt_log").order_by("created_at"),
+        "chain": _chain(approval),
+        "may_decide": may_decide,
+        "is_member": approval.owner_role.name in my_roles,
+        "ticket": Ticket.objects.filter(request=approval).prefetch_related("notes__author").first(),
+        "error": error,
+        "payload_json": json.dumps(approval.payload, indent=2, ensure_ascii=False),
+        **extra,
+    }
+    partial = request.GET.get("partial") or (extra.get("partial") if request.htmx else None)
+    template = (
+        f"approvals/request.html#{partial}"
+        if request.htmx and partial in ("panel", "ticket")
+        else "approvals/request.html"
+    )
+    return render(request, template, context, status=status)
+
+
+def _chain(approval: ApprovalRequest) -> list[dict]:
+    steps = []
+    for number, level in enumerate(approval.levels, start=1):
+        if approval.status != "pending" and number <= approval.level:
+            state = "done" if number < approval.level else approval.status
+        elif number < approval.level:
+            state = "escalated"
+        elif number == approval.level:
+            state = "current"
+        else:
+            state = "next"
+        steps.append({"number": number, "role": level["role"], "deadline": level["deadline"],
+                      "state": state})  # fmt: skip
+    return steps
+
+
+@login_required
+@require_POST
+def decide(request: HttpRequest, pk) -> HttpResponse:
+    approval = _visible_request(request.user, pk)
+    outcome = request.POST.get("outcome", "")
+    payload = None
+    edited = request.POST.get("payload", "").strip()
+    if edited and outcome == "approve":
+        try:
+            payload = json.loads(edited)
+        except ValueError as exc:
+            return _panel_error(request, approval, f"The payload is not valid JSON: {exc}")
+        if not isinstance(payload, dict):
+            return _panel_error(request, approval, "The payload must be a JSON object.")
+    try:
+        actions.decide(
+            approval.pk,
+            reviewer=request.user,
+            outcome=outcome,
+            reason=request.POST.get("reason", ""),
+            payload=payload,
+        )
+    except NotVisible:
+        raise Http404("No such request.") from None
+    except Conflict:
+        pass  # decided elsewhere: the refreshed page says by whom
+    except (Invalid, ApprovalError) as exc:
+        return _panel_error(request, approval, exc.detail)
+    if request.htmx and request.POST.get("from") == "inbox":
+        return HttpResponse(status=204)
+    approval = _visible_request(request.user, pk)
+    if request.htmx:
+        return _render_request(request, approval, partial="panel")
+    return redirect("request", pk=pk)
+
+
+def _panel_error(request: HttpRequest, approval: ApprovalRequest, message: str) -> HttpResponse:
+    return _render_request(request, approval, error=message, status=400, partial="panel",
+                           reason=request.POST.get("reason", ""),
+                           edited_payload=request.POST.get("payload", ""))  # fmt: skip
+
+
+@login_required
+@require_POST
+def claim(request: HttpRequest, pk) -> HttpResponse:
+    return _claim_or_unclaim(request, pk, actions.claim)
+
+
+@login_required
+@require_POST
+def unclaim(request: HttpRequest, pk) -> HttpResponse:
+    return _claim_or_unclaim(request, pk, actions.unclaim)
+
+
+def _claim_or_unclaim(request: HttpRequest, pk, action) -> HttpResponse:
+    approval = _visible_request(request.user, pk)
+    error = ""
+    try:
+        action(approval.pk, reviewer=request.user)
+    except NotVisible:
+        raise Http404("No such request.") from None
+    except ApprovalError as exc:
+        error = exc.detail
+    if request.POST.get("from") == "inbox":
+        if request.htmx:
+            return HttpResponseClientRedirect(request.POST.get("next") or "/")
+        return redirect(request.POST.get("next") or "inbox")
+    approval = _visible_request(request.user, pk)
+    if request.htmx:
+        return _render_request(request, approval, error=error, partial="panel")
+    return redirect("request", pk=pk)
+
+
+@login_required
+@require_POST
+def payload_preview(request: HttpRequest, pk) -> HttpResponse:
+    """The diff an edited payload would make, before approving it."""
+    approval = _visible_request(request.user, pk)
+    try:
+        edited = json.loads(request.POST.get("payload", ""))
+    except ValueError as exc:
+        return HttpResponse(
+            format_html('<p class="error" role="alert">Not valid JSON: {}</p>', exc)
+        )
+    return render(request, "approvals/request.html#diff", {"approval": approval, "edited": edited})
+
+
+@login_required
+@require_POST
+def ticket_note(request: HttpRequest, pk) -> HttpResponse:
+    text = request.POST.get("text", "")
+    return _ticket_action(
+        request,
+        pk,
+        lambda ticket: actions.add_ticket_note(ticket.pk, reviewer=request.user, text=text),
+    )
+
+
+@login_required
+@require_POST
+def ticket_close(request: HttpRequest, pk) -> HttpResponse:
+    resolution = request.POST.get("resolution", "")
+    return _ticket_action(
+        request,
+        pk,
+        lambda ticket: actions.close_ticket(
+            ticket.pk, reviewer=request.user, resolution=resolution
+        ),
+    )
+
+
+def _ticket_action(request: HttpRequest, pk, action) -> HttpResponse:
+    approval = _visible_request(request.user, pk)
+    ticket = Ticket.objects.filter(request=approval).first()
+    if ticket is None:
+        raise Http404("No ticket for this request.")
+    try:
+        action(ticket)
+    except NotVisible:
+        raise Http404("No such ticket.") from None
+    except ApprovalError as exc:
+        return _render_request(request, approval, ticket_error=exc.detail, status=400,
+                               partial="ticket")  # fmt: skip
+    if request.htmx:
+        return _render_request(request, approval, partial="ticket")
+    return redirect("request", pk=pk)
