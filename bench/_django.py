@@ -45,3 +45,24 @@ def percentiles(samples: list[float]) -> dict[str, float]:
         "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
         "max": ordered[-1],
     }
+
+
+def organisation():
+    """A reviewer in two roles and one two-level policy for ``bench.*``; returns the reviewer."""
+    from django.contrib.auth import get_user_model
+
+    from policies.config import apply_documents
+
+    reviewer = get_user_model().objects.create_user("reviewer", email="r@example.com")
+    levels = [{"role": "first", "deadline": "1h"}, {"role": "second", "deadline": "1h"}]
+    rule = {"name": "pay", "actions": ["bench.*"], "class": "internal", "levels": levels}
+    apply_documents(
+        [
+            {"kind": "Role", "name": "first", "members": ["reviewer"]},
+            {"kind": "Role", "name": "second", "members": ["reviewer"]},
+            {"kind": "ActionClass", "name": "internal"},
+            {"kind": "Policy", "name": "bench", "rules": [rule]},
+        ],
+        author="bench",
+    )
+    return reviewer

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _django import ROOT, percentiles, setup
+from _django import ROOT, organisation, percentiles, setup
 
 
 def main() -> None:
@@ -28,41 +28,16 @@ def main() -> None:
     os.environ["APPROVALS_ALLOW_PRIVATE_CALLBACKS"] = "true"
     setup()
     sys.path.insert(0, str(ROOT))
-    from django.contrib.auth import get_user_model
     from django.db import connection
 
     from approvals import actions
     from approvals.agents import create_agent
     from approvals.models import Delivery
     from approvals_site.celery import app
-    from policies.config import apply_documents
     from tests.processes import Processes, RedisServer, wait_for
     from tests.receiver import Receiver
 
-    reviewer = get_user_model().objects.create_user("reviewer", email="r@example.com")
-    apply_documents(
-        [
-            {"kind": "Role", "name": "first", "members": ["reviewer"]},
-            {"kind": "Role", "name": "second", "members": ["reviewer"]},
-            {"kind": "ActionClass", "name": "internal"},
-            {
-                "kind": "Policy",
-                "name": "bench",
-                "rules": [
-                    {
-                        "name": "pay",
-                        "actions": ["bench.*"],
-                        "class": "internal",
-                        "levels": [
-                            {"role": "first", "deadline": "1h"},
-                            {"role": "second", "deadline": "1h"},
-                        ],
-                    }
-                ],
-            },
-        ],
-        author="bench",
-    )
+    reviewer = organisation()
     logs = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
     redis = RedisServer(logs)
     redis.start()

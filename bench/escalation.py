@@ -22,7 +22,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from _django import ROOT, percentiles, setup
+from _django import ROOT, organisation, percentiles, setup
 
 DUE = 1_000
 
@@ -133,35 +133,9 @@ def main() -> None:
     parser.add_argument("--skip-lag", action="store_true")
     args = parser.parse_args()
     setup()
-    from django.contrib.auth import get_user_model
-
     from approvals.agents import create_agent
-    from policies.config import apply_documents
 
-    get_user_model().objects.create_user("reviewer", email="r@example.com")
-    apply_documents(
-        [
-            {"kind": "Role", "name": "first", "members": ["reviewer"]},
-            {"kind": "Role", "name": "second", "members": ["reviewer"]},
-            {"kind": "ActionClass", "name": "internal"},
-            {
-                "kind": "Policy",
-                "name": "bench",
-                "rules": [
-                    {
-                        "name": "pay",
-                        "actions": ["bench.*"],
-                        "class": "internal",
-                        "levels": [
-                            {"role": "first", "deadline": "1h"},
-                            {"role": "second", "deadline": "1h"},
-                        ],
-                    }
-                ],
-            },
-        ],
-        author="bench",
-    )
+    organisation()
     create_agent("bench")
 
     big = time_sweep(100_000)

@@ -129,6 +129,17 @@ def reviewer_client(user) -> APIClient:
 
 
 @pytest.fixture
+def root(config):
+    """A superuser's browser session, for the admin."""
+    from django.test import Client
+
+    get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.login(username="root", password="pw")
+    return client
+
+
+@pytest.fixture
 def bot(agent) -> APIClient:
     return agent_client(agent)
 

@@ -14,14 +14,6 @@ from policies.models import Policy
 from tests.conftest import agent_client
 
 
-@pytest.fixture
-def admin_client_(db) -> Client:
-    get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.login(username="root", password="pw")
-    return client
-
-
 @pytest.mark.parametrize(
     "page",
     [
@@ -33,28 +25,28 @@ def admin_client_(db) -> Client:
         "/admin/approvals/auditevent/",
     ],
 )
-def test_every_list_page_renders(admin_client_, invoice, page):
-    assert admin_client_.get(page).status_code == 200
+def test_every_list_page_renders(root, invoice, page):
+    assert root.get(page).status_code == 200
 
 
-def test_a_request_page_shows_its_audit_events_read_only(admin_client_, invoice):
-    page = admin_client_.get(f"/admin/approvals/approvalrequest/{invoice['id']}/change/")
+def test_a_request_page_shows_its_audit_events_read_only(root, invoice):
+    page = root.get(f"/admin/approvals/approvalrequest/{invoice['id']}/change/")
     assert page.status_code == 200
     assert b"created" in page.content
     assert b'name="_save"' not in page.content  # nothing to save: read-only
-    delete = admin_client_.post(f"/admin/approvals/approvalrequest/{invoice['id']}/delete/")
+    delete = root.post(f"/admin/approvals/approvalrequest/{invoice['id']}/delete/")
     assert delete.status_code == 403
 
 
-def test_a_policy_page_shows_its_versions(admin_client_, config):
+def test_a_policy_page_shows_its_versions(root, config):
     policy = Policy.objects.get(name="finance-invoices")
-    page = admin_client_.get(f"/admin/policies/policy/{policy.pk}/change/")
+    page = root.get(f"/admin/policies/policy/{policy.pk}/change/")
     assert page.status_code == 200
     assert b"tests" in page.content  # the author of version 1
 
 
-def test_a_new_agents_key_is_shown_once_and_works(admin_client_, config):
-    response = admin_client_.post(
+def test_a_new_agents_key_is_shown_once_and_works(root, config):
+    response = root.post(
         "/admin/approvals/agent/add/",
         {"name": "admin-bot", "callback_url": "", "action_globs": "[]", "is_active": "on"},
         follow=True,
@@ -68,9 +60,7 @@ def test_a_new_agents_key_is_shown_once_and_works(admin_client_, config):
     agent = Agent.objects.get(name="admin-bot")
     client = agent_client(Credentials(agent=agent, api_key=key, signing_secret=""))
     assert client.get("/api/v1/requests").status_code == 200
-    assert (
-        key not in admin_client_.get(f"/admin/approvals/agent/{agent.pk}/change/").content.decode()
-    )
+    assert key not in root.get(f"/admin/approvals/agent/{agent.pk}/change/").content.decode()
 
 
 def test_a_finance_admin_sees_and_edits_finance_policies_only(config):

@@ -64,7 +64,7 @@ def test_with_the_default_schedule_one_failure_is_retried_about_5_s_later(config
 
 
 def test_a_receiver_down_past_the_schedule_leaves_a_dead_delivery_to_redeliver(
-    config, maria, processes
+    config, maria, processes, root
 ):
     port = free_port()
     url = f"http://127.0.0.1:{port}/approvals/callback"

@@ -302,20 +302,14 @@ class FailingBackend:
         raise ConnectionRefusedError("SMTP server refused")
 
 
-def test_the_ticket_shows_late_decisions_to_its_owners(clock, invoice, carol):
-    from django.contrib.auth import get_user_model
-    from django.test import Client
-
+def test_the_ticket_shows_late_decisions_to_its_owners(clock, invoice, carol, root):
     after(clock, minutes=31)
     escalation.sweep()
     after(clock, hours=2, minutes=1)
     escalation.sweep()
     decide(carol, invoice["id"], "approve", reason="back from a meeting")
-    get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.login(username="root", password="pw")
 
     ticket = Ticket.objects.get(request_id=invoice["id"])
-    page = client.get(f"/admin/approvals/ticket/{ticket.pk}/change/").content.decode()
+    page = root.get(f"/admin/approvals/ticket/{ticket.pk}/change/").content.decode()
 
     assert "carol wanted to approve (back from a meeting)" in page

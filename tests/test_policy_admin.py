@@ -13,14 +13,6 @@ from guardian.shortcuts import assign_perm
 from policies.models import Policy, Rule
 
 
-@pytest.fixture
-def root(config) -> Client:
-    get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.login(username="root", password="pw")
-    return client
-
-
 def form_data(policy: Policy, **rule_changes) -> dict:
     """The change form as the browser would post it, from the current rows."""
     rules = list(policy.rules.all())
