@@ -106,6 +106,10 @@ def test_with_redis_down_deadlines_wait_and_are_caught_up_once(bot, processes, r
     processes.beat()
     wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker ready")
     redis_server.stop()
+    wait_for(
+        lambda: "Connection to broker lost" in processes.log("worker"),
+        timeout=30, what="the worker to notice",
+    )  # fmt: skip
     ids = make_due(50, bot)
     assert escalated_count(ids) == 0
 
