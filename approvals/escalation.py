@@ -25,7 +25,7 @@ from approvals.models import (
     Status,
     Ticket,
 )
-from approvals.transitions import finish
+from approvals.transitions import finish, queue_terminal_callback
 from policies.models import Role
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ def time_out(request: ApprovalRequest) -> bool:
             payload=request.payload if status == Status.APPROVED else None,
             extra={"late_seconds": round((now - request.due_at).total_seconds(), 3)},
             due_at=request.due_at,
+            callback=False,  # below, once the ticket exists: the agent is told it is open
         )
         if not done:
             return False
@@ -199,6 +200,7 @@ def time_out(request: ApprovalRequest) -> bool:
                 data={"ticket": ticket.pk, "role": ticket.role.name},
             )
             outbox.notify(request, Notification.Kind.TICKET, role=ticket.role)
+        queue_terminal_callback(request)
     logger.info("request %s ended %s on timeout", request.pk, status)
     return True
 

@@ -27,13 +27,15 @@ def finish(
     payload: dict | None = None,
     extra: dict | None = None,
     due_at=None,
+    callback: bool = True,
 ) -> bool:
     """Make a pending request terminal with one conditional UPDATE on the
     state the caller saw (status, level and, for timeouts, the deadline).
 
     Returns False when that state is gone: someone else changed it first, and
-    nothing was written. Otherwise writes the audit event and queues the
-    callback in the caller's transaction.
+    nothing was written. Otherwise writes the audit event and (unless the
+    caller will, after adding to the story) queues the callback, all in the
+    caller's transaction.
     """
     now = timezone.now()
     fields = {
@@ -62,5 +64,10 @@ def finish(
         data["payload_sha256"] = fields["decision_payload_sha256"]
         data["edited"] = fields["decision_edited"]
     audit.record(request, status, actor=actor, data=data)
-    outbox.queue_callback(request, CALLBACK_TYPES[status])
+    if callback:
+        queue_terminal_callback(request)
     return True
+
+
+def queue_terminal_callback(request: ApprovalRequest) -> None:
+    outbox.queue_callback(request, CALLBACK_TYPES[request.status])

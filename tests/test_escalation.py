@@ -4,6 +4,7 @@ engine runs in-process here (tests/test_engine_processes.py runs it for real).""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -142,6 +143,12 @@ class TestTimeout:
             .values_list("event_type", flat=True)
         )
         assert types == ["approval.escalated", "approval.expired"]
+        expired = Delivery.objects.get(request_id=created["id"], event_type="approval.expired")
+        told = json.loads(expired.body)["data"]
+        assert (told["status"], told["ticket"]) == (
+            "expired",
+            {"id": str(ticket.pk), "status": "open"},
+        )
         assert Notification.objects.filter(request_id=created["id"], kind="ticket").exists()
 
     def test_a_late_decision_is_refused_and_kept_for_the_ticket(self, clock, invoice, carol):
