@@ -85,31 +85,49 @@ def create_request(
         if existing is not None:
             return Result(existing, changed=False)
 
+    request = _routed_request(agent, body, idempotency_key, body_sha256)
+    try:
+        with transaction.atomic():
+            request.save(force_insert=True)
+            Ownership.objects.create(request=request, role=request.owner_role, level=1)
+            audit.record(request, "created", actor={"agent": agent.name})
+            outbox.notify(request, Notification.Kind.NEW)
+    except IntegrityError:
+        # Two identical creates raced past the replay check: the other won.
+        existing = _replay(agent, idempotency_key, body_sha256) if idempotency_key else None
+        if existing is None:
+            raise
+        return Result(existing, changed=False)
+    return Result(request, changed=True)
+
+
+def _routed_request(
+    agent: Agent, body: dict[str, Any], idempotency_key: str | None, body_sha256: str
+) -> ApprovalRequest:
+    """The new request, unsaved: routed, with its rule's chain copied in."""
     requester = body.get("requester") or {}
     found = route(
-        action=action,
+        action=body["action"],
         context=body.get("context") or {},
         payload=body.get("payload") or {},
         agent=agent.name,
         requester=requester,
     )
     if found is None:
-        raise NoPolicy(f"No policy rule matches action '{action}'.")
-    rule = found.rule
-    first_role = Role.objects.filter(name=rule["levels"][0]["role"]).first()
+        raise NoPolicy(f"No policy rule matches action '{body['action']}'.")
+    rule, first = found.rule, found.rule["levels"][0]
+    first_role = Role.objects.filter(name=first["role"]).first()
     if first_role is None:
-        logger.error("policy %s names missing role %s", found.policy_name, rule["levels"][0])
+        logger.error("policy %s names missing role %s", found.policy_name, first["role"])
         raise PolicyBroken(
-            f"Policy '{found.policy_name}' routes to role "
-            f"'{rule['levels'][0]['role']}', which does not exist."
+            f"Policy '{found.policy_name}' routes to role '{first['role']}', which does not exist."
         )
-
     now = timezone.now()
     request = ApprovalRequest(
         agent=agent,
         idempotency_key=idempotency_key,
         body_sha256=body_sha256,
-        action=action,
+        action=body["action"],
         summary=body["summary"],
         context=body.get("context") or {},
         payload=body.get("payload") or {},
@@ -127,28 +145,12 @@ def create_request(
         remind_seconds=rule["remind"],
         owner_role=first_role,
         level_started_at=now,
-        due_at=now + timedelta(seconds=rule["levels"][0]["deadline"]),
-        remind_at=(
-            now + timedelta(seconds=rule["levels"][0]["deadline"] - rule["remind"])
-            if rule["remind"] and rule["remind"] < rule["levels"][0]["deadline"]
-            else None
-        ),
+        due_at=now + timedelta(seconds=first["deadline"]),
         created_at=now,
         updated_at=now,
     )
-    try:
-        with transaction.atomic():
-            request.save(force_insert=True)
-            Ownership.objects.create(request=request, role=first_role, level=1)
-            audit.record(request, "created", actor={"agent": agent.name})
-            outbox.notify(request, Notification.Kind.NEW)
-    except IntegrityError:
-        # Two identical creates raced past the replay check: the other won.
-        existing = _replay(agent, idempotency_key, body_sha256) if idempotency_key else None
-        if existing is None:
-            raise
-        return Result(existing, changed=False)
-    return Result(request, changed=True)
+    request.remind_at = request.reminder_before(request.due_at, first["deadline"])
+    return request
 
 
 def _replay(agent: Agent, key: str, body_sha256: str) -> ApprovalRequest | None:

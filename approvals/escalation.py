@@ -123,7 +123,7 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
     }  # fmt: skip
     request.level, request.owner_role, request.due_at = was_level + 1, to_role, due_at
     request.level_started_at, request.updated_at = now, now
-    request.remind_at = _remind_at(request, due_at, step["deadline"])
+    request.remind_at = request.reminder_before(due_at, step["deadline"])
     request.claimed_by, request.claimed_at = None, None
     event = audit.prepare(
         request,
@@ -219,12 +219,6 @@ def remind(request_id, *, remind_at: datetime) -> int:
         )
         outbox.notify(request, Notification.Kind.REMINDER)
     return 1
-
-
-def _remind_at(request: ApprovalRequest, due_at: datetime, deadline: int):
-    if request.remind_seconds and request.remind_seconds < deadline:
-        return due_at - timedelta(seconds=request.remind_seconds)
-    return None
 
 
 def _push_back(request_id, level: int, due_at: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from fnmatch import fnmatchcase
 
 from django.conf import settings
@@ -190,6 +191,12 @@ class ApprovalRequest(models.Model):
     def previous_role(self) -> str | None:
         """The role it escalated from, at level 2 and beyond."""
         return self.levels[self.level - 2]["role"] if self.level > 1 else None
+
+    def reminder_before(self, due_at, deadline: int):
+        """When to remind the owning role of a level due at ``due_at``, if at all."""
+        if self.remind_seconds and self.remind_seconds < deadline:
+            return due_at - timedelta(seconds=self.remind_seconds)
+        return None
 
     @property
     def is_last_level(self) -> bool:
