@@ -15,6 +15,7 @@ from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -212,13 +213,20 @@ def _claim_or_unclaim(request: HttpRequest, pk, action) -> HttpResponse:
     except ApprovalError as exc:
         error = exc.detail
     if request.POST.get("from") == "inbox":
-        if request.htmx:
-            return HttpResponseClientRedirect(request.POST.get("next") or "/")
-        return redirect(request.POST.get("next") or "inbox")
+        back = _safe_next(request)
+        return HttpResponseClientRedirect(back) if request.htmx else redirect(back)
     approval = _visible_request(request.user, pk)
     if request.htmx:
         return _render_request(request, approval, error=error, partial="panel")
     return redirect("request", pk=pk)
+
+
+def _safe_next(request: HttpRequest) -> str:
+    """Back to the inbox page the reviewer came from, never to another site."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return target
+    return "/"
 
 
 @login_required

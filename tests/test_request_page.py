@@ -206,3 +206,10 @@ class TestTickets:
         response = logged_in("carol").post(f"/requests/{expired['id']}/ticket/close", {})
         assert response.status_code == 400
         assert "Say how it was resolved." in response.content.decode()
+
+
+def test_claiming_from_the_inbox_never_redirects_off_site(invoice):
+    response = logged_in("maria").post(
+        f"/requests/{invoice['id']}/claim", {"from": "inbox", "next": "https://evil.example/"}
+    )
+    assert response["Location"] == "/"
