@@ -92,6 +92,7 @@ def create_request(
             Ownership.objects.create(request=request, role=request.owner_role, level=1)
             audit.record(request, "created", actor={"agent": agent.name})
             outbox.notify(request, Notification.Kind.NEW)
+            outbox.set_timer(request)
     except IntegrityError:
         # Two identical creates raced past the replay check: the other won.
         existing = _replay(agent, idempotency_key, body_sha256) if idempotency_key else None

@@ -82,6 +82,33 @@ def sweep(*, batch: int = 500, chunk: int = 50, now: datetime | None = None) -> 
     return SweepResult(**counts)
 
 
+def fire(request_id, *, level: int, due_at: datetime) -> str | None:
+    """A precise timer went off for one deadline: handle it now if it is
+    still the request's deadline (the sweep may have been first)."""
+    request = (
+        ApprovalRequest.objects.due()
+        .select_related("owner_role", "policy_version__policy", "agent")
+        .filter(pk=request_id, level=level, due_at=due_at)
+        .first()
+    )
+    if request is None:
+        return None
+    return _handle_safely(request, {})
+
+
+def due_soon(within: timedelta) -> list[tuple]:
+    """(id, level, due_at) of the pending requests due in the next ``within``,
+    for which to set precise timers."""
+    now = timezone.now()
+    return list(
+        ApprovalRequest.objects.filter(
+            status=Status.PENDING, due_at__gt=now, due_at__lte=now + within
+        )
+        .order_by("due_at")
+        .values_list("id", "level", "due_at")[:5000]
+    )
+
+
 def _handle_safely(request: ApprovalRequest, roles: dict[str, Role]) -> str | None:
     level, due_at = request.level, request.due_at
     try:
@@ -161,6 +188,7 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
         Ownership.objects.create(request=request, role=to_role, level=request.level)
         event.save(force_insert=True)
         outbox.notify(request, Notification.Kind.ESCALATED)
+        outbox.set_timer(request)
         if request.agent.subscribe_escalations:
             outbox.queue_callback(request, "approval.escalated")
     logger.info(

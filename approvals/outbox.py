@@ -69,11 +69,22 @@ def enqueue_delivery(delivery_id: int, lease) -> None:
     _enqueue("approvals.tasks.deliver_callback", delivery_id, lease.isoformat())
 
 
-def _enqueue(task_name: str, *args) -> None:
+def set_timer(request: ApprovalRequest) -> None:
+    """A precise timer for a deadline that is close (the sweep remains the
+    guarantee: a timer lost with Redis changes nothing but the lag)."""
+    due_at = request.due_at
+    lookahead = timedelta(seconds=settings.APPROVALS_TIMER_LOOKAHEAD_SECONDS)
+    if due_at is None or due_at - timezone.now() > lookahead:
+        return
+    args = (str(request.pk), request.level, due_at.isoformat())
+    transaction.on_commit(lambda: _enqueue("approvals.tasks.fire_deadline", *args, eta=due_at))
+
+
+def _enqueue(task_name: str, *args, eta=None) -> None:
     from approvals_site.celery import app
 
     try:
-        app.send_task(task_name, args=args)
+        app.send_task(task_name, args=args, eta=eta)
     except Exception:  # the broker is down: the sweep will find the row
         import logging
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from approvals import callbacks, escalation, notifications
@@ -12,6 +15,22 @@ from approvals import callbacks, escalation, notifications
 def sweep() -> dict:
     result = escalation.sweep()
     return result.__dict__
+
+
+@shared_task(name="approvals.tasks.fire_deadline")
+def fire_deadline(request_id: str, level: int, due_at: str) -> str | None:
+    return escalation.fire(request_id, level=level, due_at=parse_datetime(due_at))
+
+
+@shared_task(name="approvals.tasks.set_deadline_timers")
+def set_deadline_timers() -> int:
+    """Precise timers for the deadlines of the next minute or so, on top of the
+    sweep: short ETAs only, so no worker holds a timer for every open request
+    and Redis never redelivers one after its visibility timeout."""
+    soon = escalation.due_soon(timedelta(seconds=settings.APPROVALS_TIMER_LOOKAHEAD_SECONDS))
+    for request_id, level, due_at in soon:
+        fire_deadline.apply_async(args=[str(request_id), level, due_at.isoformat()], eta=due_at)
+    return len(soon)
 
 
 @shared_task(name="approvals.tasks.send_notification")

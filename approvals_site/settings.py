@@ -167,6 +167,8 @@ SPECTACULAR_SETTINGS = {
 
 REDIS_URL = env_str("REDIS_URL", "")
 APPROVALS_SWEEP_SECONDS = float(env_str("APPROVALS_SWEEP_SECONDS", "1"))
+# Precise timers for deadlines this close (seconds); 0 leaves it all to the sweep.
+APPROVALS_TIMER_LOOKAHEAD_SECONDS = float(env_str("APPROVALS_TIMER_LOOKAHEAD_SECONDS", "60"))
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
@@ -200,6 +202,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "approvals.tasks.sweep",
         "schedule": APPROVALS_SWEEP_SECONDS,
         "options": {"expires": max(5.0, APPROVALS_SWEEP_SECONDS * 5)},
+    },
+    "set-deadline-timers": {
+        "task": "approvals.tasks.set_deadline_timers",
+        "schedule": max(APPROVALS_TIMER_LOOKAHEAD_SECONDS / 2, 1.0),
+        "options": {"expires": 10.0},
     },
     "sweep-callbacks": {
         "task": "approvals.tasks.sweep_callbacks",

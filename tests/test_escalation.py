@@ -320,3 +320,47 @@ def test_the_ticket_shows_late_decisions_to_its_owners(clock, invoice, carol, ro
     page = root.get(f"/admin/approvals/ticket/{ticket.pk}/change/").content.decode()
 
     assert "carol wanted to approve (back from a meeting)" in page
+
+
+class TestPreciseTimers:
+    """On top of the sweep, a timer per close deadline cuts the lag; it only
+    ever calls the same conditional step, so a late or double timer is harmless."""
+
+    def test_a_timer_handles_its_deadline_once(self, clock, invoice):
+        request = ApprovalRequest.objects.get(pk=invoice["id"])
+        after(clock, minutes=30, seconds=1)
+
+        assert escalation.fire(request.pk, level=1, due_at=request.due_at) == "escalated"
+        assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
+        assert escalation.sweep().escalated == 0
+        assert [e.kind for e in events(invoice["id"])].count("escalated") == 1
+
+    def test_an_early_timer_does_nothing(self, clock, invoice):
+        request = ApprovalRequest.objects.get(pk=invoice["id"])
+        assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
+        assert ApprovalRequest.objects.get(pk=invoice["id"]).level == 1
+
+    def test_a_timer_for_a_decided_request_does_nothing(self, clock, invoice, maria):
+        request = ApprovalRequest.objects.get(pk=invoice["id"])
+        decide(maria, invoice["id"], "approve")
+        after(clock, minutes=31)
+        assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
+
+    def test_timers_are_set_for_the_next_minute_only(self, clock, bot, config):
+        apply_documents(load_yaml(FAST), author="tests")
+        soon = bot.post("/api/v1/requests", {"action": "fast.pay", "summary": "s"}, format="json")
+        bot.post("/api/v1/requests", INVOICE, format="json")  # due in 30 min: the sweep's
+        due = escalation.due_soon(timedelta(seconds=60))
+        assert [str(request_id) for request_id, _, _ in due] == [soon.json()["id"]]
+
+
+FAST = """
+kind: Policy
+name: fast
+priority: 1
+rules:
+  - name: ten-seconds
+    actions: ["fast.*"]
+    class: internal
+    levels: [{role: finance-manager, deadline: 10s}, {role: cfo, deadline: 1m}]
+"""
