@@ -96,7 +96,7 @@ def test_a_claim_blocks_the_other_reviewer(open_as, queue):
 
     row(maria, "INV-1042").get_by_role("button", name="Claim").click()
 
-    expect(row(maria, "INV-1042")).to_contain_text("claimed by maria")
+    expect(row(maria, "INV-1042")).to_contain_text("claimed by you")
     expect(row(tom, "INV-1042")).to_contain_text("claimed by maria")  # within a poll
     row(tom, "INV-1042").get_by_role("link").click()
     expect(tom.get_by_text("only they may decide")).to_be_visible()
@@ -176,7 +176,7 @@ def test_screenshots(open_as, queue, tmp_path):
     target = DOCS if os.environ.get("SCREENSHOTS") else tmp_path
     page = open_as("maria")
     row(page, "INV-1042").get_by_role("button", name="Claim").click()
-    expect(row(page, "INV-1042")).to_contain_text("claimed by maria")
+    expect(row(page, "INV-1042")).to_contain_text("claimed by you")
     page.keyboard.press("j")
     page.screenshot(path=str(target / "inbox.png"), full_page=True)
     row(page, "INV-1042").get_by_role("link").click()
