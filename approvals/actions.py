@@ -315,7 +315,7 @@ def claim(request_id, *, reviewer) -> Result:
         if request.claimed_by_id == reviewer.pk:
             return Result(request, changed=False)
         if request.claimed_by_id is not None:
-            raise Forbidden(f"Claimed by {request.claimed_by.get_username()}.")
+            raise Forbidden(f"Claimed by {request.claimant}.")
         now = timezone.now()
         request.claimed_by, request.claimed_at, request.updated_at = reviewer, now, now
         request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
@@ -329,7 +329,7 @@ def unclaim(request_id, *, reviewer) -> Result:
         if request.claimed_by_id is None:
             return Result(request, changed=False)
         if request.claimed_by_id != reviewer.pk:
-            raise Forbidden(f"Claimed by {request.claimed_by.get_username()}; only they unclaim.")
+            raise Forbidden(f"Claimed by {request.claimant}; only they unclaim.")
         request.claimed_by, request.claimed_at, request.updated_at = None, None, timezone.now()
         request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
         audit.record(request, "unclaimed", actor={"user": reviewer.get_username()})
@@ -381,7 +381,7 @@ def _check_member(request: ApprovalRequest, roles: set[str]) -> None:
 def _check_may_decide(request: ApprovalRequest, reviewer, roles: set[str]) -> None:
     _check_member(request, roles)
     if request.claimed_by_id is not None and request.claimed_by_id != reviewer.pk:
-        raise Forbidden(f"Claimed by {request.claimed_by.get_username()}; only they may decide.")
+        raise Forbidden(f"Claimed by {request.claimant}; only they may decide.")
 
 
 def _iso(moment) -> str | None:

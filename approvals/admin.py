@@ -90,16 +90,23 @@ class AgentAdmin(admin.ModelAdmin):
 
 class AuditEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = AuditEvent
-    fields = ["seq", "at", "kind", "actor", "role", "level", "data"]
-    readonly_fields = fields
+    readonly_fields = ("seq", "at", "kind", "actor", "role", "level", "data")
+    fields = readonly_fields
     extra = 0
     ordering = ["seq"]
 
 
 class DeliveryInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Delivery
-    fields = ["event_type", "status", "attempts", "next_attempt_at", "last_error", "webhook_id"]
-    readonly_fields = fields
+    readonly_fields = (
+        "event_type",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "webhook_id",
+    )
+    fields = readonly_fields
     extra = 0
     show_change_link = True
 
@@ -161,8 +168,15 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = DeliveryAttempt
-    fields = ["number", "at", "status_code", "latency_ms", "error", "response_excerpt"]
-    readonly_fields = fields
+    readonly_fields = (
+        "number",
+        "at",
+        "status_code",
+        "latency_ms",
+        "error",
+        "response_excerpt",
+    )
+    fields = readonly_fields
     extra = 0
 
 

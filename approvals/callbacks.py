@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -65,7 +66,11 @@ def _record(delivery: Delivery, result: outbound.Result, timestamp: int) -> str:
     now = timezone.now()
     attempts = delivery.attempts + 1
     schedule = settings.APPROVALS_CALLBACK_SCHEDULE
-    fields = {"attempts": attempts, "locked_until": None, "last_error": _describe(result)}
+    fields: dict[str, Any] = {
+        "attempts": attempts,
+        "locked_until": None,
+        "last_error": _describe(result),
+    }
     if result.ok:
         outcome = "delivered"
         fields.update(status=Delivery.State.DELIVERED, delivered_at=now, next_attempt_at=None)

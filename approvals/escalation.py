@@ -74,6 +74,8 @@ def sweep(*, batch: int = 500, chunk: int = 50, now: datetime | None = None) -> 
     for request_id, remind_at in ApprovalRequest.objects.reminder_due(now).values_list(
         "id", "remind_at"
     )[:batch]:
+        if remind_at is None:  # the query excludes it; this tells the type checker
+            continue
         try:
             counts["reminded"] += remind(request_id, remind_at=remind_at)
         except Exception:
@@ -110,7 +112,7 @@ def due_soon(within: timedelta) -> list[tuple]:
 
 
 def _handle_safely(request: ApprovalRequest, roles: dict[str, Role]) -> str | None:
-    level, due_at = request.level, request.due_at
+    level, due_at = request.level, request.deadline
     try:
         with transaction.atomic():
             return handle_due(request, roles)
@@ -140,7 +142,7 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
     since simply makes this attempt update nothing (the next sweep retries).
     """
     now = timezone.now()
-    was_due, from_role, was_level = request.due_at, request.owner_role, request.level
+    was_due, from_role, was_level = request.deadline, request.owner_role, request.level
     step = request.levels[was_level]
     to_role = (roles or {}).get(step["role"]) or Role.objects.get(name=step["role"])
     due_at = now + timedelta(seconds=step["deadline"])
@@ -213,8 +215,8 @@ def time_out(request: ApprovalRequest) -> bool:
             reason=f"No decision before the level {request.level} deadline.",
             actor=SYSTEM,
             payload=request.payload if status == Status.APPROVED else None,
-            extra={"late_seconds": round((now - request.due_at).total_seconds(), 3)},
-            due_at=request.due_at,
+            extra={"late_seconds": round((now - request.deadline).total_seconds(), 3)},
+            due_at=request.deadline,
             callback=False,  # below, once the ticket exists: the agent is told it is open
         )
         if not done:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
 from django.conf import settings
@@ -186,6 +186,17 @@ class ApprovalRequest(models.Model):
     def role_names(self) -> list[str]:
         """Every role that owned it so far, the current one last."""
         return [level["role"] for level in self.levels[: self.level]]
+
+    @property
+    def deadline(self) -> datetime:
+        """The current level's deadline; only a pending request has one."""
+        if self.due_at is None:
+            raise ValueError(f"request {self.pk} is {self.status}: it has no deadline")
+        return self.due_at
+
+    @property
+    def claimant(self) -> str:
+        return self.claimed_by.get_username() if self.claimed_by else ""
 
     @property
     def previous_role(self) -> str | None:

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
 MAX_ATTEMPTS = 10
-SUBJECTS = {
+SUBJECTS: dict[str, str] = {
     Notification.Kind.NEW: "Approval needed",
     Notification.Kind.ESCALATED: "Escalated to you",
     Notification.Kind.REMINDER: "Reminder: a decision is due soon",

@@ -16,6 +16,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
@@ -66,7 +67,7 @@ def resolve(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeURL(f"The callback host {host!r} does not resolve ({exc}).") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def check_address(address: str, *, allow_private: bool) -> None:
@@ -81,7 +82,14 @@ def check_address(address: str, *, allow_private: bool) -> None:
 
 
 class _GuardedConnectionMixin:
+    """Mixed into urllib3's connection classes, which provide these attributes."""
+
     allow_private = False
+    _dns_host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
 
     def _new_conn(self) -> socket.socket:
         addresses = resolve(self._dns_host, self.port)

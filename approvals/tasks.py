@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -19,7 +19,7 @@ def sweep() -> dict:
 
 @shared_task(name="approvals.tasks.fire_deadline")
 def fire_deadline(request_id: str, level: int, due_at: str) -> str | None:
-    return escalation.fire(request_id, level=level, due_at=parse_datetime(due_at))
+    return escalation.fire(request_id, level=level, due_at=_moment(due_at))
 
 
 @shared_task(name="approvals.tasks.set_deadline_timers")
@@ -49,7 +49,7 @@ def sweep_outboxes() -> int:
 
 @shared_task(name="approvals.tasks.deliver_callback")
 def deliver_callback(delivery_id: int, lease: str | None = None) -> str:
-    return callbacks.deliver(delivery_id, lease=parse_datetime(lease) if lease else None)
+    return callbacks.deliver(delivery_id, lease=_moment(lease) if lease else None)
 
 
 @shared_task(name="approvals.tasks.sweep_callbacks")
@@ -59,3 +59,10 @@ def sweep_callbacks() -> int:
     for delivery_id, lease in taken:
         deliver_callback.delay(delivery_id, lease.isoformat())
     return len(taken)
+
+
+def _moment(text: str) -> datetime:
+    moment = parse_datetime(text)
+    if moment is None:
+        raise ValueError(f"not an ISO 8601 date and time: {text!r}")
+    return moment

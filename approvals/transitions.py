@@ -9,7 +9,7 @@ from approvals import audit, outbox
 from approvals.canonical import sha256_hex
 from approvals.models import ApprovalRequest, Status
 
-CALLBACK_TYPES = {
+CALLBACK_TYPES: dict[str, str] = {
     Status.APPROVED: "approval.approved",
     Status.DENIED: "approval.denied",
     Status.EXPIRED: "approval.expired",

@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from approvals import actions
 from approvals.errors import ApprovalError, Conflict, Invalid, NotVisible
@@ -25,6 +26,14 @@ from approvals.models import ApprovalRequest, Ticket
 from policies.models import ActionClass, Role
 
 PAGE_SIZE = 50
+
+
+class HtmxHttpRequest(HttpRequest):
+    """What django-htmx's middleware makes of a request (for type checkers)."""
+
+    htmx: HtmxDetails
+
+
 TABS = ("queue", "escalated", "decided", "tickets")
 
 
@@ -41,7 +50,7 @@ def _visible_request(user, pk) -> ApprovalRequest:
 
 @login_required
 @require_GET
-def inbox(request: HttpRequest) -> HttpResponse:
+def inbox(request: HtmxHttpRequest) -> HttpResponse:
     tab = request.GET.get("tab", "queue")
     if tab not in TABS:
         tab = "queue"
@@ -98,13 +107,18 @@ def _tab_rows(tab: str, roles, filters: dict):
 
 @login_required
 @require_GET
-def request_page(request: HttpRequest, pk) -> HttpResponse:
+def request_page(request: HtmxHttpRequest, pk) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     return _render_request(request, approval)
 
 
 def _render_request(
-    request: HttpRequest, approval: ApprovalRequest, *, error: str = "", status: int = 200, **extra
+    request: HtmxHttpRequest,
+    approval: ApprovalRequest,
+    *,
+    error: str = "",
+    status: int = 200,
+    **extra,
 ) -> HttpResponse:
     my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
     may_decide = (
@@ -151,7 +165,7 @@ def _chain(approval: ApprovalRequest) -> list[dict]:
 
 @login_required
 @require_POST
-def decide(request: HttpRequest, pk) -> HttpResponse:
+def decide(request: HtmxHttpRequest, pk) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     outcome = request.POST.get("outcome", "")
     payload = None
@@ -185,7 +199,7 @@ def decide(request: HttpRequest, pk) -> HttpResponse:
     return redirect("request", pk=pk)
 
 
-def _panel_error(request: HttpRequest, approval: ApprovalRequest, message: str) -> HttpResponse:
+def _panel_error(request: HtmxHttpRequest, approval: ApprovalRequest, message: str) -> HttpResponse:
     return _render_request(request, approval, error=message, status=400, partial="panel",
                            reason=request.POST.get("reason", ""),
                            edited_payload=request.POST.get("payload", ""))  # fmt: skip
@@ -193,17 +207,17 @@ def _panel_error(request: HttpRequest, approval: ApprovalRequest, message: str) 
 
 @login_required
 @require_POST
-def claim(request: HttpRequest, pk) -> HttpResponse:
+def claim(request: HtmxHttpRequest, pk) -> HttpResponse:
     return _claim_or_unclaim(request, pk, actions.claim)
 
 
 @login_required
 @require_POST
-def unclaim(request: HttpRequest, pk) -> HttpResponse:
+def unclaim(request: HtmxHttpRequest, pk) -> HttpResponse:
     return _claim_or_unclaim(request, pk, actions.unclaim)
 
 
-def _claim_or_unclaim(request: HttpRequest, pk, action) -> HttpResponse:
+def _claim_or_unclaim(request: HtmxHttpRequest, pk, action) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     error = ""
     try:
@@ -221,7 +235,7 @@ def _claim_or_unclaim(request: HttpRequest, pk, action) -> HttpResponse:
     return redirect("request", pk=pk)
 
 
-def _safe_next(request: HttpRequest) -> str:
+def _safe_next(request: HtmxHttpRequest) -> str:
     """Back to the inbox page the reviewer came from, never to another site."""
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
@@ -231,7 +245,7 @@ def _safe_next(request: HttpRequest) -> str:
 
 @login_required
 @require_POST
-def payload_preview(request: HttpRequest, pk) -> HttpResponse:
+def payload_preview(request: HtmxHttpRequest, pk) -> HttpResponse:
     """The diff an edited payload would make, before approving it."""
     approval = _visible_request(request.user, pk)
     try:
@@ -245,7 +259,7 @@ def payload_preview(request: HttpRequest, pk) -> HttpResponse:
 
 @login_required
 @require_POST
-def ticket_note(request: HttpRequest, pk) -> HttpResponse:
+def ticket_note(request: HtmxHttpRequest, pk) -> HttpResponse:
     text = request.POST.get("text", "")
     return _ticket_action(
         request,
@@ -256,7 +270,7 @@ def ticket_note(request: HttpRequest, pk) -> HttpResponse:
 
 @login_required
 @require_POST
-def ticket_close(request: HttpRequest, pk) -> HttpResponse:
+def ticket_close(request: HtmxHttpRequest, pk) -> HttpResponse:
     resolution = request.POST.get("resolution", "")
     return _ticket_action(
         request,
@@ -267,7 +281,7 @@ def ticket_close(request: HttpRequest, pk) -> HttpResponse:
     )
 
 
-def _ticket_action(request: HttpRequest, pk, action) -> HttpResponse:
+def _ticket_action(request: HtmxHttpRequest, pk, action) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     ticket = Ticket.objects.filter(request=approval).first()
     if ticket is None:

@@ -169,6 +169,7 @@ REDIS_URL = env_str("REDIS_URL", "")
 APPROVALS_SWEEP_SECONDS = float(env_str("APPROVALS_SWEEP_SECONDS", "1"))
 # Precise timers for deadlines this close (seconds); 0 leaves it all to the sweep.
 APPROVALS_TIMER_LOOKAHEAD_SECONDS = float(env_str("APPROVALS_TIMER_LOOKAHEAD_SECONDS", "60"))
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object]
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}

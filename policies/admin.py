@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -44,8 +45,8 @@ class ActionClassAdmin(admin.ModelAdmin):
 
 class PolicyVersionInline(admin.TabularInline):
     model = PolicyVersion
-    fields = ["number", "author", "created_at", "diff"]
-    readonly_fields = fields
+    readonly_fields = ("number", "author", "created_at", "diff")
+    fields = readonly_fields
     extra = 0
     can_delete = False
 
@@ -66,7 +67,8 @@ class RuleFormSet(BaseInlineFormSet):
             return
         roles = set(Role.objects.values_list("name", flat=True))
         classes = set(ActionClass.objects.values_list("name", flat=True))
-        ordered, names = [], set()
+        ordered: list[tuple[int, int, dict]] = []
+        names: set[str] = set()
         for form in self.forms:
             data = getattr(form, "cleaned_data", None)
             if not data or data.get("DELETE"):
@@ -204,8 +206,12 @@ class PolicyAdmin(GuardedModelAdmin):
         if version is None:
             messages.info(request, "No change: the policy is as it was.")
             return
-        document = {"kind": "Policy", "name": policy.name, "priority": policy.priority}
-        document["rules"] = [_as_yaml_rule(rule) for rule in spec["rules"]]
+        document: dict[str, Any] = {
+            "kind": "Policy",
+            "name": policy.name,
+            "priority": policy.priority,
+        }
+        document["rules"] = [_as_yaml_rule(rule) for rule in rules_formset.rules]
         report = validate_documents([document], current_catalog([document]))
         for warning in report.warnings:
             messages.warning(request, warning)

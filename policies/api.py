@@ -16,7 +16,7 @@ from policies.simulate import simulate
 class SimulateInSerializer(serializers.Serializer):
     action = serializers.RegexField(r"^[a-z0-9_.:-]{1,100}$", max_length=100)
     summary = serializers.CharField(required=False, max_length=500)
-    context = serializers.DictField(required=False, default=dict)
+    context = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]
     payload = serializers.DictField(required=False, default=dict)
     requester = serializers.DictField(required=False, default=dict)
     callback_url = serializers.CharField(required=False, max_length=2000)

@@ -46,16 +46,15 @@ def load_yaml(text: str, source: str = "<input>") -> list[Any]:
 
 
 def current_catalog(documents: list[Any]) -> Catalog:
-    group_members = {
-        role.name: role.n
-        for role in Role.objects.annotate(
+    group_members = dict(
+        Role.objects.annotate(
             n=Count(
                 "rolegroupobjectpermission__group__user",
                 filter=Q(rolegroupobjectpermission__permission__codename=ACT_FOR_ROLE),
                 distinct=True,
             )
-        )
-    }
+        ).values_list("name", "n")
+    )
     usernames = referenced_usernames(documents)
     users = set(
         get_user_model().objects.filter(username__in=usernames).values_list("username", flat=True)
@@ -67,7 +66,8 @@ def current_catalog(documents: list[Any]) -> Catalog:
         users=users,
         policies={
             p.name: p.current_version.spec
-            for p in Policy.objects.select_related("current_version").exclude(current_version=None)
+            for p in Policy.objects.select_related("current_version")
+            if p.current_version is not None
         },
     )
 
@@ -189,8 +189,9 @@ def export_documents() -> list[dict]:
         if action_class.sla_seconds is not None:
             doc["sla"] = format_duration(action_class.sla_seconds)
         docs.append(doc)
-    for policy in Policy.objects.select_related("current_version").exclude(current_version=None):
-        docs.append(policy_document(policy.name, policy.current_version.spec))
+    for policy in Policy.objects.select_related("current_version"):
+        if policy.current_version is not None:
+            docs.append(policy_document(policy.name, policy.current_version.spec))
     return docs
 
 

@@ -30,7 +30,7 @@ def exception_handler(exc, context) -> Response | None:
     if isinstance(exc, domain.Conflict):
         return conflict_response(exc)
     if isinstance(exc, domain.ApprovalError):
-        body = {"code": exc.code, "detail": exc.detail}
+        body: dict[str, object] = {"code": exc.code, "detail": exc.detail}
         if isinstance(exc, domain.Invalid):
             body["errors"] = exc.errors
         return Response(body, status=DOMAIN_STATUS[type(exc)])

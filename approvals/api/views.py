@@ -9,7 +9,7 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotAuthenticated, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -29,7 +29,7 @@ from approvals.api.serializers import (
     WaitQuerySerializer,
 )
 from approvals.errors import NotVisible
-from approvals.models import ApprovalRequest, Status
+from approvals.models import Agent, ApprovalRequest, Status
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 413)}
 LONG_POLL_INTERVAL = 0.25
@@ -51,9 +51,16 @@ def _queryset():
     )
 
 
+def _agent(request: Request) -> Agent:
+    """The calling agent (AgentKeyAuthentication put it in request.auth)."""
+    if not isinstance(request.auth, Agent):
+        raise NotAuthenticated()
+    return request.auth
+
+
 def _own_request(request: Request, pk) -> ApprovalRequest:
     try:
-        return _queryset().get(pk=pk, agent=request.auth)
+        return _queryset().get(pk=pk, agent=_agent(request))
     except (ApprovalRequest.DoesNotExist, ValueError):
         raise NotVisible("No such request.") from None
 
@@ -91,7 +98,7 @@ class RequestsView(AgentAPIView):
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise ValidationError({"Idempotency-Key": ["Use 1-255 characters."]})
-        result = actions.create_request(request.auth, body=body, idempotency_key=key)
+        result = actions.create_request(_agent(request), body=body, idempotency_key=key)
         return Response(
             RequestSerializer(result.request).data,
             status=status.HTTP_201_CREATED if result.changed else status.HTTP_200_OK,
@@ -105,7 +112,7 @@ class RequestsView(AgentAPIView):
     )
     def get(self, request: Request) -> Response:
         query = _valid(ListQuerySerializer, request.query_params)
-        requests = _queryset().filter(agent=request.auth).order_by("-created_at", "-pk")
+        requests = _queryset().filter(agent=_agent(request)).order_by("-created_at", "-pk")
         if "status" in query:
             requests = requests.filter(status=query["status"])
         if "action" in query:
@@ -154,7 +161,7 @@ class CancelView(AgentAPIView):
     def post(self, request: Request, pk) -> Response:
         body = _valid(CancelInSerializer, request.data or {})
         approval = _own_request(request, pk)
-        approval = actions.cancel(approval.pk, agent=request.auth, reason=body["reason"])
+        approval = actions.cancel(approval.pk, agent=_agent(request), reason=body["reason"])
         return Response(RequestSerializer(approval).data)
 
 

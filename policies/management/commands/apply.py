@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import getpass
+import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         errors = []
         for name in files:
             try:
-                text = self.stdin.read() if name == "-" else Path(name).read_text()
+                text = sys.stdin.read() if name == "-" else Path(name).read_text()
                 documents += load_yaml(text, source=name)
             except OSError as exc:
                 errors.append(f"{name}: cannot read ({exc.strerror})")

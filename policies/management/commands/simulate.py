@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -19,7 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: str, agent: str, **options) -> None:
         try:
-            text = self.stdin.read() if file == "-" else Path(file).read_text()
+            text = sys.stdin.read() if file == "-" else Path(file).read_text()
             body = json.loads(text)
         except OSError as exc:
             raise CommandError(f"{file}: cannot read ({exc.strerror})") from None
