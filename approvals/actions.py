@@ -21,6 +21,7 @@ from approvals.callbacks import check_callback_url
 from approvals.canonical import sha256_hex
 from approvals.errors import (
     ActionNotAllowed,
+    ConditionError,
     Conflict,
     Forbidden,
     IdempotencyConflict,
@@ -41,7 +42,7 @@ from approvals.models import (
 )
 from approvals.outbound import UnsafeURL
 from approvals.transitions import finish
-from policies.matching import route
+from policies.matching import ConditionFailed, route
 from policies.models import Role
 
 logger = logging.getLogger(__name__)
@@ -107,13 +108,23 @@ def _routed_request(
 ) -> ApprovalRequest:
     """The new request, unsaved: routed, with its rule's chain copied in."""
     requester = body.get("requester") or {}
-    found = route(
-        action=body["action"],
-        context=body.get("context") or {},
-        payload=body.get("payload") or {},
-        agent=agent.name,
-        requester=requester,
-    )
+    try:
+        found = route(
+            action=body["action"],
+            context=body.get("context") or {},
+            payload=body.get("payload") or {},
+            agent=agent.name,
+            requester=requester,
+        )
+    except ConditionFailed as exc:
+        logger.warning("agent %s, action %s: %s", agent.name, body["action"], exc)
+        raise ConditionError(
+            str(exc),
+            policy=exc.policy_name,
+            version=exc.version_number,
+            rule=exc.rule_name,
+            error=exc.error,
+        ) from None
     if found is None:
         raise NoPolicy(f"No policy rule matches action '{body['action']}'.")
     rule, first = found.rule, found.rule["levels"][0]

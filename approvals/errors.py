@@ -18,6 +18,16 @@ class NoPolicy(ApprovalError):
     code = "no_policy"
 
 
+class ConditionError(ApprovalError):
+    """Fail closed: a matching rule's condition could not be evaluated."""
+
+    code = "condition_error"
+
+    def __init__(self, detail: str, *, policy: str, version: int, rule: str, error: str):
+        super().__init__(detail)
+        self.condition = {"policy": policy, "version": version, "rule": rule, "error": error}
+
+
 class PolicyBroken(ApprovalError):
     code = "policy_error"
 

@@ -41,6 +41,7 @@ class SimulateView(APIView):
                     "approvals": serializers.IntegerField(required=False),
                     "levels": serializers.ListField(child=serializers.DictField()),
                     "outcome": serializers.DictField(allow_null=True),
+                    "error": serializers.DictField(required=False),
                     "warnings": serializers.ListField(child=serializers.CharField()),
                 },
             )

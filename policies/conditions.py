@@ -76,19 +76,31 @@ class Activation:
         return self._context
 
 
-def evaluate(expression: str, activation: Activation, *, where: str) -> bool:
-    """True only when the condition evaluates to exactly ``true`` on this data.
+class EvaluationError(ConditionError):
+    """A condition that compiles but cannot be evaluated on a request's data."""
 
-    A condition that fails on a request's data (a missing field, a type
-    mismatch) does not match; it is logged, never raised, so that one request
-    with odd context cannot cause a 500 or block routing for others.
+
+def evaluate(expression: str, activation: Activation, *, where: str) -> bool:
+    """Whether the condition holds on this data.
+
+    Fail closed: a condition that cannot be evaluated (a missing field, a
+    type mismatch, a non-boolean result) raises EvaluationError instead of
+    counting as "no match". Falling through would hand the request to a later,
+    possibly laxer rule, and whoever shapes the request's data (an agent, or a
+    prompt injected into one) would pick its own approver.
     """
     try:
         result = _compile(expression).execute(activation.context())
     except Exception as exc:  # the CEL runtime raises KeyError, TypeError, ValueError...
         logger.warning("condition of %s did not evaluate (%s: %s)", where, type(exc).__name__, exc)
-        return False
+        raise EvaluationError(_describe(exc)) from None
     if not isinstance(result, bool):
         logger.warning("condition of %s returned %r, not a boolean", where, result)
-        return False
+        raise EvaluationError(f"the condition returned {result!r}, not true or false")
     return result
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"no such field: {exc.args[0] if exc.args else exc}"
+    return f"{type(exc).__name__}: {exc}"

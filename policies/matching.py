@@ -2,6 +2,9 @@
 
 Policies are consulted by priority (then name, so ties are deterministic),
 rules in their order; the first rule whose globs and condition match wins.
+Routing fails closed: when a rule's globs match but its condition cannot be
+evaluated on the request's data, routing stops there with ConditionFailed and
+never falls through to a later rule.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from fnmatch import fnmatchcase
 
 from django.db import connection
 
-from policies.conditions import Activation, evaluate
+from policies.conditions import Activation, EvaluationError, evaluate
 from policies.models import Policy, PolicyVersion
 
 
@@ -23,6 +26,19 @@ class Route:
     @property
     def policy_name(self) -> str:
         return self.version.policy.name
+
+
+class ConditionFailed(Exception):
+    """A matching rule's condition could not be evaluated on the request."""
+
+    def __init__(self, version: PolicyVersion, rule: dict, error: str):
+        self.policy_name, self.version_number = version.policy.name, version.number
+        self.rule_name, self.error = rule["name"], error
+        super().__init__(
+            f"The condition of rule '{self.rule_name}' in policy '{self.policy_name}' "
+            f"(version {self.version_number}) could not be evaluated on this request: {error}. "
+            "Routing stops here rather than fall through to a later rule."
+        )
 
 
 def route(
@@ -39,8 +55,12 @@ def route(
     )
     for version in current_versions():
         for rule in version.spec["rules"]:
-            if matches(rule, activation, where=f"{version.policy.name} v{version.number}"):
-                return Route(version=version, rule=rule)
+            where = f"{version.policy.name} v{version.number}"
+            try:
+                if matches(rule, activation, where=where):
+                    return Route(version=version, rule=rule)
+            except EvaluationError as exc:
+                raise ConditionFailed(version, rule, str(exc)) from None
     return None
 
 

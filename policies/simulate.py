@@ -8,7 +8,7 @@ from typing import Any
 from django.utils import timezone
 
 from policies.durations import iso_duration
-from policies.matching import route
+from policies.matching import ConditionFailed, route
 from policies.models import Role
 from policies.spec import lint_rule
 
@@ -21,13 +21,30 @@ def simulate(body: dict[str, Any], *, agent: str = "", now: datetime | None = No
     terminal outcome if nobody decides, and the warnings."""
     now = now or timezone.now()
     action = body.get("action", "")
-    found = route(
-        action=action,
-        context=body.get("context") or {},
-        payload=body.get("payload") or {},
-        agent=agent,
-        requester=body.get("requester") or {},
-    )
+    try:
+        found = route(
+            action=action,
+            context=body.get("context") or {},
+            payload=body.get("payload") or {},
+            agent=agent,
+            requester=body.get("requester") or {},
+        )
+    except ConditionFailed as exc:
+        return {
+            "matched": False,
+            "policy": {
+                "name": exc.policy_name,
+                "version": exc.version_number,
+                "rule": exc.rule_name,
+            },
+            "levels": [],
+            "outcome": None,
+            "error": {"code": "condition_error", "detail": str(exc), "error": exc.error},
+            "warnings": [
+                f"{exc} A real request would be refused with 422 condition_error, "
+                "and nothing would be stored."
+            ],
+        }
     if found is None:
         return {
             "matched": False,

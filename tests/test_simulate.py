@@ -12,7 +12,9 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from approvals.models import ApprovalRequest
+from policies.config import apply_documents, load_yaml
 from tests.conftest import INVOICE, reviewer_client
+from tests.test_matching import TIERED
 
 
 @pytest.fixture
@@ -88,3 +90,13 @@ def test_the_command_refuses_bad_json(config, tmp_path):
     path.write_text("{")
     with pytest.raises(CommandError, match="not valid JSON"):
         call_command("simulate", "-f", str(path), stdout=StringIO())
+
+
+def test_simulation_says_a_request_would_be_refused_when_a_condition_fails(staff):
+    apply_documents(load_yaml(TIERED), author="tests")
+    body = {"action": "invoice.discrepancy", "summary": "s", "context": {"currency": "USD"}}
+    result = staff.post("/api/v1/policies/simulate", body, format="json").json()
+    assert result["matched"] is False
+    assert result["error"]["code"] == "condition_error"
+    assert result["policy"]["rule"] == "large-usd"
+    assert "no such field" in result["error"]["error"]

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 DOMAIN_STATUS = {
     domain.NoPolicy: 422,
     domain.PolicyBroken: 422,
+    domain.ConditionError: 422,
     domain.ActionNotAllowed: 403,
     domain.IdempotencyConflict: 409,
     domain.NotVisible: 404,
@@ -33,6 +34,8 @@ def exception_handler(exc, context) -> Response | None:
         body: dict[str, object] = {"code": exc.code, "detail": exc.detail}
         if isinstance(exc, domain.Invalid):
             body["errors"] = exc.errors
+        if isinstance(exc, domain.ConditionError):
+            body["condition"] = exc.condition
         return Response(body, status=DOMAIN_STATUS[type(exc)])
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
