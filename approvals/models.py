@@ -336,6 +336,9 @@ class Notification(models.Model):
     locked_until = models.DateTimeField(null=True, blank=True)  # a sender's lease
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Each channel's outcome ("sent" or "unreachable"), so that a retry after
+    # one channel failed never sends the others again.
+    channel_results = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [

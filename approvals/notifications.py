@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from datetime import timedelta
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from approvals.models import Notification
-from approvals.notify import Message, channels
+from approvals.notify import Message, Unreachable, channels
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +45,43 @@ def send(notification_id: int) -> bool:
         "request__policy_version__policy", "role"
     ).get(pk=notification_id)
     message = compose(notification)
-    try:
-        for channel in channels():
+    results = dict(notification.channel_results)
+    errors = []
+    for name, channel in channels().items():
+        if name in results:
+            continue  # done on an earlier attempt: never send it twice
+        try:
             channel.send(message)
-    except Exception as exc:
-        logger.warning("notification %s failed: %s", notification_id, exc)
-        Notification.objects.filter(pk=notification_id).update(
-            locked_until=None, last_error=f"{type(exc).__name__}: {exc}"[:2000]
-        )
-        return False
-    Notification.objects.filter(pk=notification_id).update(
-        sent_at=timezone.now(), locked_until=None, last_error=""
-    )
-    return True
+        except Unreachable as exc:
+            results[name] = "unreachable"
+            errors.append(f"{_label(name)}: nobody to reach ({exc})")
+        except Exception as exc:
+            errors.append(f"{_label(name)}: {type(exc).__name__}: {exc}")
+            continue
+        else:
+            results[name] = "sent"
+        # Recorded channel by channel, so a crash before the end re-sends nothing.
+        Notification.objects.filter(pk=notification_id).update(channel_results=results)
+    return _settle(notification_id, results, errors)
+
+
+def _settle(notification_id: int, results: dict[str, str], errors: list[str]) -> bool:
+    """Sent when every channel delivered; retried while one failed for a
+    reason that may pass; given up (never marked sent, error kept for the
+    admin) when a channel had nobody to reach."""
+    fields: dict[str, object] = {"locked_until": None, "last_error": "; ".join(errors)[:2000]}
+    if all(results.get(name) == "sent" for name in channels()):
+        fields["sent_at"] = timezone.now()
+    elif all(name in results for name in channels()):
+        fields["attempts"] = MAX_ATTEMPTS  # only unreachable ones left: retrying cannot help
+    if errors:
+        logger.warning("notification %s: %s", notification_id, fields["last_error"])
+    Notification.objects.filter(pk=notification_id).update(**fields)
+    return "sent_at" in fields
+
+
+def _label(path: str) -> str:
+    return path.rsplit(".", 1)[-1]
 
 
 def unsent_ids(older_than: timedelta = timedelta(seconds=10), limit: int = 200) -> list[int]:
@@ -97,7 +122,7 @@ def compose(notification: Notification) -> Message:
         f"Open the request: {url}",
         "(The link only opens the page; decisions are made there, after you log in.)",
     ]
-    subject = f"[Countersign] {SUBJECTS[notification.kind]}: {request.summary}"[:200]
+    subject = header_safe(f"[Countersign] {SUBJECTS[notification.kind]}: {request.summary}")
     return Message(
         kind=notification.kind,
         role=role.name,
@@ -106,6 +131,14 @@ def compose(notification: Notification) -> Message:
         body="\n".join(lines),
         url=url,
     )
+
+
+def header_safe(text: str, limit: int = 200) -> str:
+    """One line of printable text: an agent's summary may hold newlines or other
+    control characters, which would make a mail subject invalid (header
+    injection) and the notification unsendable."""
+    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
+    return " ".join(cleaned.split())[:limit]
 
 
 def _short(value) -> str:

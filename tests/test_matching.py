@@ -51,9 +51,11 @@ def test_a_false_condition_falls_through_to_the_next_rule(tiered):
     ids=["missing field", "string amount", "null amount"],
 )
 def test_a_condition_that_fails_on_the_data_stops_routing_and_is_logged(tiered, caplog, context):
-    with caplog.at_level(logging.WARNING, logger="policies.conditions"):
-        with pytest.raises(ConditionFailed) as failed:
-            routed(**context)
+    with (
+        caplog.at_level(logging.WARNING, logger="policies.conditions"),
+        pytest.raises(ConditionFailed) as failed,
+    ):
+        routed(**context)
     assert (failed.value.policy_name, failed.value.rule_name) == ("tiered-invoices", "large-usd")
     assert "large-usd" in caplog.text and "invoice.discrepancy" in caplog.text
 

@@ -20,11 +20,19 @@ class Message:
     url: str  # the request's page: a link only opens it, nothing is decided by a GET
 
 
+class Unreachable(Exception):
+    """Nobody can be reached through this channel (no address): retrying will
+    not help, and the notification must not count as sent."""
+
+
 class Channel(Protocol):
     def send(self, message: Message) -> None:
-        """Deliver the message or raise; the caller records the error and retries."""
+        """Deliver the message or raise; the caller records the error and retries
+        (except Unreachable, which is final)."""
 
 
 @cache
-def channels() -> list[Channel]:
-    return [import_string(path)() for path in settings.APPROVALS_NOTIFICATION_CHANNELS]
+def channels() -> dict[str, Channel]:
+    """The configured channels by their setting's path, which names each
+    channel's outcome on a notification."""
+    return {path: import_string(path)() for path in settings.APPROVALS_NOTIFICATION_CHANNELS}

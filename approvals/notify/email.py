@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.mail import EmailMessage
 
-from approvals.notify import Message
+from approvals.notify import Message, Unreachable
 
 
 class EmailChannel:
@@ -11,7 +11,9 @@ class EmailChannel:
 
     def send(self, message: Message) -> None:
         if not message.recipients:
-            return
+            raise Unreachable(
+                f"role {message.role} has no email address and none of its members has one"
+            )
         EmailMessage(
             subject=message.subject,
             body=message.body,
