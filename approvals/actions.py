@@ -16,7 +16,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals import audit, outbox
+from approvals import audit, escalation, outbox
 from approvals.callbacks import check_callback_url
 from approvals.canonical import sha256_hex
 from approvals.errors import (
@@ -176,7 +176,8 @@ def _replay(agent: Agent, key: str, body_sha256: str) -> ApprovalRequest | None:
 
 
 def cancel(request_id, *, agent: Agent, reason: str = "") -> ApprovalRequest:
-    """The agent withdraws its pending request."""
+    """The agent withdraws its pending request (not one whose last deadline passed)."""
+    _catch_up(request_id)
     with transaction.atomic():
         request = _lock(ApprovalRequest.objects.filter(agent=agent), request_id)
         if request.is_terminal:
@@ -215,9 +216,10 @@ def decide(
     """
     if outcome not in OUTCOME_STATUS:
         raise Invalid("outcome", "Choose approve or deny.")
+    _catch_up(request_id)
     with transaction.atomic():
         request = _lock_for_reviewer(request_id, reviewer)
-        if request.status == Status.EXPIRED:
+        if request.ended_by_timeout:
             _record_late_decision(request, reviewer, outcome, reason)
         elif request.is_terminal:
             if OUTCOME_STATUS[outcome] != request.status:
@@ -226,8 +228,13 @@ def decide(
         else:
             return _decide_pending(request, reviewer, outcome, reason, payload)
     # Outside the transaction: the late decision above is committed, kept in
-    # the audit for the ticket's owners, and the reviewer still gets a 409.
-    raise Conflict(f"Too late: the request expired at {_iso(request.decided_at)}.", request)
+    # the audit for the ticket's owners, and the reviewer still gets a 409,
+    # whatever the timeout outcome was (even the one they asked for).
+    raise Conflict(
+        f"Too late: the request ended {request.status} on timeout at "
+        f"{_iso(request.decided_at)}; your decision is recorded as late.",
+        request,
+    )
 
 
 def _decide_pending(
@@ -253,7 +260,12 @@ def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reas
         request,
         "late_decision",
         actor={"user": reviewer.get_username()},
-        data={"outcome": outcome, "reason": reason, "expired_at": _iso(request.decided_at)},
+        data={
+            "outcome": outcome,
+            "reason": reason,
+            "status": request.status,
+            "ended_at": _iso(request.decided_at),
+        },
     )
 
 
@@ -318,6 +330,7 @@ def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | No
 
 def claim(request_id, *, reviewer) -> Result:
     """Take a pending request by name: while claimed, only the claimant decides."""
+    _catch_up(request_id)
     with transaction.atomic():
         request = _lock_for_reviewer(request_id, reviewer)
         if request.is_terminal:
@@ -375,6 +388,23 @@ def _lock_for_reviewer(request_id, reviewer) -> ApprovalRequest:
     ):
         raise NotVisible("No such request.")
     return request
+
+
+def _catch_up(request_id) -> None:
+    """Deadlines mean what they say: someone acting after a level's deadline,
+    before the engine got to it, first lets the engine's step happen (escalate,
+    or time out), and is then judged against the new state.
+
+    Each step commits on its own, so it stands even when the caller's action
+    is then refused (the level-1 reviewer gets 403 from an escalated request).
+    We hold the row lock, so the engine's conditional UPDATE on the state we
+    read cannot lose; a sweep waiting on the same lock then updates nothing.
+    """
+    while True:
+        with transaction.atomic():
+            request = _lock(ApprovalRequest.objects.all(), request_id)
+            if not request.is_overdue(timezone.now()) or not escalation.handle_due(request):
+                return
 
 
 def _role_names(reviewer) -> set[str]:

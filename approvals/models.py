@@ -176,6 +176,14 @@ class ApprovalRequest(models.Model):
         return self.status in TERMINAL
 
     @property
+    def ended_by_timeout(self) -> bool:
+        """Terminal because the last deadline passed (expire, deny or fail-open approve)."""
+        return self.is_terminal and (self.decided_by or {}).get("system") == "timeout"
+
+    def is_overdue(self, now: datetime) -> bool:
+        return self.status == Status.PENDING and self.due_at is not None and self.due_at <= now
+
+    @property
     def on_behalf_of(self) -> str | None:
         value = (self.requester or {}).get("on_behalf_of")
         return value if isinstance(value, str) else None

@@ -105,6 +105,22 @@ def _private_var_dir(settings, tmp_path):
 
 
 @pytest.fixture
+def clock():
+    """Time stands still until a test moves it with ``after``."""
+    import time_machine
+    from django.utils import timezone
+
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        yield traveller
+
+
+def after(clock, **delta) -> None:
+    from datetime import timedelta
+
+    clock.shift(timedelta(**delta))
+
+
+@pytest.fixture
 def users(db):
     model = get_user_model()
     return {

@@ -8,7 +8,6 @@ import json
 from datetime import timedelta
 
 import pytest
-import time_machine
 from django.core import mail
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -16,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 from approvals import escalation, notifications
 from approvals.models import ApprovalRequest, AuditEvent, Delivery, Notification, Ticket
 from policies.config import apply_documents, load_yaml
-from tests.conftest import INVOICE, agent_client, decide
+from tests.conftest import INVOICE, after, agent_client, decide
 
 
 def events(request_id) -> list[AuditEvent]:
@@ -31,16 +30,6 @@ def subscribed_bot(config):
         "watcher", callback_url="http://127.0.0.1:9/hook", subscribe_escalations=True
     )
     return agent_client(credentials)
-
-
-@pytest.fixture
-def clock():
-    with time_machine.travel(timezone.now(), tick=False) as traveller:
-        yield traveller
-
-
-def after(clock, **delta) -> None:
-    clock.shift(timedelta(**delta))
 
 
 class TestEscalation:
