@@ -16,10 +16,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)${extra:+-$extra}"
+# The SDK (sdk/python) goes in with the test extra: its tests run in the main suite.
+stamp=".venv/.installed-$(cat pyproject.toml sdk/python/pyproject.toml | sha256sum | cut -c1-16)${extra:+-$extra}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".${extra:+[$extra]}"
+  if [ "$extra" = test ]; then
+    .venv/bin/python -m pip install --quiet -e "./sdk/python[langgraph,mcp,openai-agents]"
+  fi
   touch "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"

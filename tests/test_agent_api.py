@@ -149,6 +149,22 @@ class TestReading:
         by_action = bot.get("/api/v1/requests?action=invoice.discrepancy").json()["results"]
         assert [r["id"] for r in by_action] == [approved["id"]]
 
+    def test_the_list_finds_the_request_made_with_an_idempotency_key(self, bot, other_agent):
+        keyed = bot.post("/api/v1/requests", INVOICE, format="json", HTTP_IDEMPOTENCY_KEY="r81")
+        bot.post("/api/v1/requests", INVOICE, format="json", HTTP_IDEMPOTENCY_KEY="r82")
+        agent_client(other_agent).post(
+            "/api/v1/requests", INVOICE, format="json", HTTP_IDEMPOTENCY_KEY="r83"
+        )
+
+        found = bot.get("/api/v1/requests?idempotency_key=r81").json()
+        assert found["count"] == 1
+        assert [r["id"] for r in found["results"]] == [keyed.json()["id"]]
+        assert bot.get("/api/v1/requests?idempotency_key=r83").json()["results"] == []
+        assert bot.get("/api/v1/requests?idempotency_key=nope").json()["count"] == 0
+        too_long = bot.get("/api/v1/requests", {"idempotency_key": "k" * 256})
+        assert too_long.status_code == 400
+        assert "idempotency_key" in too_long.json()["errors"]
+
     def test_an_unknown_status_filter_is_a_field_error(self, bot):
         response = bot.get("/api/v1/requests?status=maybe")
         assert response.status_code == 400

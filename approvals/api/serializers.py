@@ -87,6 +87,12 @@ class CancelInSerializer(NoUnknownFieldsMixin, serializers.Serializer):
 class ListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Status.choices, required=False)
     action = serializers.CharField(required=False, max_length=100)
+    idempotency_key = serializers.CharField(
+        required=False,
+        min_length=1,
+        max_length=255,
+        help_text="The request created with this Idempotency-Key, if any (zero or one result)",
+    )
     page = serializers.IntegerField(required=False, min_value=1)
 
 

@@ -117,6 +117,9 @@ class RequestsView(AgentAPIView):
             requests = requests.filter(status=query["status"])
         if "action" in query:
             requests = requests.filter(action=query["action"])
+        if "idempotency_key" in query:
+            # How an agent that crashed re-attaches without re-sending the body.
+            requests = requests.filter(idempotency_key=query["idempotency_key"])
         paginator = RequestPagination()
         page = paginator.paginate_queryset(requests, request, view=self)
         return paginator.get_paginated_response(RequestSerializer(page, many=True).data)
