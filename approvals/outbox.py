@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from approvals import lanes
+from approvals.callbacks import lease_seconds
 from approvals.models import ApprovalRequest, Delivery, Notification
 from policies.models import Role
 
@@ -26,7 +28,7 @@ def notify(request: ApprovalRequest, kind: str, *, role: Role | None = None) -> 
     notification = Notification.objects.create(
         request=request, kind=kind, role=role or request.owner_role, level=request.level
     )
-    transaction.on_commit(lambda: _enqueue("approvals.tasks.send_notification", notification.pk))
+    transaction.on_commit(lambda: _enqueue(lanes.SEND_NOTIFICATION, notification.pk))
     return notification
 
 
@@ -49,7 +51,7 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
     )
     # The first attempt's task is handed this lease, so the sweep leaves the
     # delivery alone unless that task is lost (then the lease runs out).
-    lease = now + timedelta(seconds=settings.APPROVALS_CALLBACK_LEASE_SECONDS)
+    lease = now + timedelta(seconds=lease_seconds())
     delivery = Delivery.objects.create(
         webhook_id=f"msg_{uuid.uuid4().hex}",
         locked_until=lease,
@@ -66,7 +68,7 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
 
 
 def enqueue_delivery(delivery_id: int, lease) -> None:
-    _enqueue("approvals.tasks.deliver_callback", delivery_id, lease.isoformat())
+    _enqueue(lanes.DELIVER_CALLBACK, delivery_id, lease.isoformat())
 
 
 def set_timer(request: ApprovalRequest) -> None:
@@ -77,7 +79,7 @@ def set_timer(request: ApprovalRequest) -> None:
     if due_at is None or due_at - timezone.now() > lookahead:
         return
     args = (str(request.pk), request.level, due_at.isoformat())
-    transaction.on_commit(lambda: _enqueue("approvals.tasks.fire_deadline", *args, eta=due_at))
+    transaction.on_commit(lambda: _enqueue(lanes.FIRE_DEADLINE, *args, eta=due_at))
 
 
 def _enqueue(task_name: str, *args, eta=None) -> None:

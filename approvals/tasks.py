@@ -1,4 +1,7 @@
-"""Celery tasks: thin, idempotent, taking primary keys; the work is in the domain."""
+"""Celery tasks: thin, idempotent, taking primary keys; the work is in the domain.
+
+Names and lanes (queues) are declared in approvals.lanes; time limits here.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,21 @@ from celery import shared_task
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from approvals import callbacks, escalation, notifications
+from approvals import callbacks, escalation, lanes, notifications
 
 
-@shared_task(name="approvals.tasks.sweep")
+@shared_task(name=lanes.SWEEP)
 def sweep() -> dict:
     result = escalation.sweep()
     return result.__dict__
 
 
-@shared_task(name="approvals.tasks.fire_deadline")
+@shared_task(name=lanes.FIRE_DEADLINE)
 def fire_deadline(request_id: str, level: int, due_at: str) -> str | None:
     return escalation.fire(request_id, level=level, due_at=_moment(due_at))
 
 
-@shared_task(name="approvals.tasks.set_deadline_timers")
+@shared_task(name=lanes.SET_DEADLINE_TIMERS)
 def set_deadline_timers() -> int:
     """Precise timers for the deadlines of the next minute or so, on top of the
     sweep: short ETAs only, so no worker holds a timer for every open request
@@ -33,26 +36,31 @@ def set_deadline_timers() -> int:
     return len(soon)
 
 
-@shared_task(name="approvals.tasks.send_notification")
+# Each channel bounds its own sends (10 s each); the notification's lease is 60 s.
+@shared_task(name=lanes.SEND_NOTIFICATION, soft_time_limit=45, time_limit=55)
 def send_notification(notification_id: int) -> bool:
     return notifications.send(notification_id)
 
 
-@shared_task(name="approvals.tasks.sweep_outboxes")
+@shared_task(name=lanes.SWEEP_OUTBOXES)
 def sweep_outboxes() -> int:
-    """Send the notifications a lost task left behind."""
+    """Hand the notifications a lost task left behind to the notifications lane
+    (never send them here: the engine's lane does not wait on the network)."""
     ids = notifications.unsent_ids()
     for notification_id in ids:
-        notifications.send(notification_id)
+        send_notification.delay(notification_id)
     return len(ids)
 
 
-@shared_task(name="approvals.tasks.deliver_callback")
+_SOFT, _HARD = callbacks.task_time_limits()
+
+
+@shared_task(name=lanes.DELIVER_CALLBACK, soft_time_limit=_SOFT, time_limit=_HARD)
 def deliver_callback(delivery_id: int, lease: str | None = None) -> str:
     return callbacks.deliver(delivery_id, lease=_moment(lease) if lease else None)
 
 
-@shared_task(name="approvals.tasks.sweep_callbacks")
+@shared_task(name=lanes.SWEEP_CALLBACKS)
 def sweep_callbacks() -> int:
     """Hand due deliveries (retries, and first attempts whose task was lost) to workers."""
     taken = callbacks.dispatch_due()

@@ -11,7 +11,9 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
+from approvals import lanes
 from approvals_site.env import env_bool, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -186,11 +188,23 @@ else:
         "control_folder": str(_broker / "control"),
         "store_processed": False,
     }
+# Three lanes (approvals/lanes.py): a worker consumes all of them unless told
+# otherwise (-Q engine, -Q notifications, -Q callbacks).
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in lanes.QUEUES]
+CELERY_TASK_DEFAULT_QUEUE = lanes.ENGINE
+CELERY_TASK_ROUTES = lanes.ROUTES
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is delivered again
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # a worker waits for the broker, however long
+# Every task is bounded (prefork and threads pools; the solo pool cannot
+# interrupt a task, which is why each outbound attempt bounds itself too).
+# Engine work is committed in small batches, so a sweep cut short loses nothing.
+CELERY_TASK_SOFT_TIME_LIMIT = 60
+CELERY_TASK_TIME_LIMIT = 90
 # Publishing from a web request must not hang while the broker is down: the
 # outbox row is already committed and the sweep will pick it up.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
@@ -200,22 +214,22 @@ CELERY_BEAT_SCHEDULE = {
     # The one place the schedule is declared. A sweep nobody picked up within
     # a few seconds is dropped: the next one does the same work.
     "sweep-deadlines": {
-        "task": "approvals.tasks.sweep",
+        "task": lanes.SWEEP,
         "schedule": APPROVALS_SWEEP_SECONDS,
         "options": {"expires": max(5.0, APPROVALS_SWEEP_SECONDS * 5)},
     },
     "set-deadline-timers": {
-        "task": "approvals.tasks.set_deadline_timers",
+        "task": lanes.SET_DEADLINE_TIMERS,
         "schedule": max(APPROVALS_TIMER_LOOKAHEAD_SECONDS / 2, 1.0),
         "options": {"expires": 10.0},
     },
     "sweep-callbacks": {
-        "task": "approvals.tasks.sweep_callbacks",
+        "task": lanes.SWEEP_CALLBACKS,
         "schedule": 1.0,
         "options": {"expires": 5.0},
     },
     "sweep-outboxes": {
-        "task": "approvals.tasks.sweep_outboxes",
+        "task": lanes.SWEEP_OUTBOXES,
         "schedule": 10.0,
         "options": {"expires": 30.0},
     },
@@ -231,9 +245,18 @@ APPROVALS_CALLBACK_SCHEDULE = [
         "APPROVALS_CALLBACK_SCHEDULE", ["0", "5", "300", "1800", "7200", "18000", "36000", "36000"]
     )
 ]
+# Wall-clock bound on a whole attempt (connect, send, answer), whatever the receiver does.
 APPROVALS_CALLBACK_TIMEOUT = float(env_str("APPROVALS_CALLBACK_TIMEOUT", "10"))
 # A sender's lease on a delivery; after it, a delivery whose sender died is sent again.
+# The lease used is never shorter than the delivery task's hard time limit (see
+# approvals.callbacks.lease_seconds), so a slow attempt is never sent twice at once.
 APPROVALS_CALLBACK_LEASE_SECONDS = float(env_str("APPROVALS_CALLBACK_LEASE_SECONDS", "30"))
+# How many attempts one agent may have in flight at once, over all workers; its
+# other deliveries wait (APPROVALS_CALLBACK_DEFER_SECONDS) and are not dropped.
+APPROVALS_CALLBACK_MAX_IN_FLIGHT_PER_AGENT = int(
+    env_str("APPROVALS_CALLBACK_MAX_IN_FLIGHT_PER_AGENT", "2")
+)
+APPROVALS_CALLBACK_DEFER_SECONDS = float(env_str("APPROVALS_CALLBACK_DEFER_SECONDS", "1"))
 APPROVALS_SECRET_GRACE_HOURS = float(env_str("APPROVALS_SECRET_GRACE_HOURS", "24"))
 
 # --- Notifications -------------------------------------------------------------
