@@ -101,9 +101,15 @@ class BodyLimit:
     file before a middleware can refuse it. Reading it here bounds that, and
     leaves the connection clean: every answer, whether the view read the body
     or not (401, 400...), comes after the whole body was read, so the next
-    request on a keep-alive connection is parsed from its first byte. A body
-    over the limit is not read: the ``413`` says ``Connection: close``.
+    request on a keep-alive connection is parsed from its first byte.
+
+    A body over the limit gets ``413``. Up to ``DRAIN_FACTOR`` times the limit
+    it is read and dropped first, so that the client, still sending, reads
+    the 413 instead of a reset, and may go on with the connection; a larger
+    one is not read at all, and the 413 says ``Connection: close``.
     """
+
+    DRAIN_FACTOR = 4
 
     def __init__(self, app):
         self.app = app
@@ -113,19 +119,26 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         limit = settings.APPROVALS_MAX_BODY_BYTES
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await _refuse(send, 413 if declared.isdigit() else 400)
-        chunks, size = [], 0
+        if declared is not None and not declared.isdigit():
+            return await _refuse(send, 400, close=True)
+        if declared is not None and int(declared) > limit * self.DRAIN_FACTOR:
+            return await _refuse(send, 413, close=True)
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > limit:
-                return await _refuse(send, 413)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > limit * self.DRAIN_FACTOR:
+                return await _refuse(send, 413, close=True)
             if not message.get("more_body", False):
                 break
+        if size > limit:
+            return await _refuse(send, 413, close=False)
         body = b"".join(chunks)
         replayed = False
 
@@ -139,7 +152,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send, status: int) -> None:
+async def _refuse(send, status: int, *, close: bool) -> None:
     if status == 413:
         body = too_large()
     else:
@@ -152,7 +165,7 @@ async def _refuse(send, status: int) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(content)).encode()),
-                (b"connection", b"close"),
+                *([(b"connection", b"close")] if close else []),
             ],
         }
     )

@@ -92,11 +92,11 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local after = tat + interval
-if after - now > burst then
-  return tostring(after - now - burst)
+if tat - now > burst then
+  return tostring(tat - now - burst)
 end
-redis.call('SET', KEYS[1], tostring(after), 'PX', math.ceil(burst * 1000) + 1000)
+local ttl = math.ceil((burst + interval) * 1000) + 1000
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', ttl)
 return '0'
 """
 
@@ -170,10 +170,10 @@ class FileStore:
         db, now = self._transaction(), time.time()
         try:
             row = db.execute("SELECT tat FROM rate WHERE key = ?", (key,)).fetchone()
-            after = max(row[0] if row else now, now) + interval
-            if after - now > burst:
-                return after - now - burst
-            db.execute("INSERT OR REPLACE INTO rate VALUES (?, ?)", (key, after))
+            tat = max(row[0] if row else now, now)
+            if tat - now > burst:
+                return tat - now - burst
+            db.execute("INSERT OR REPLACE INTO rate VALUES (?, ?)", (key, tat + interval))
             return 0.0
         finally:
             db.execute("COMMIT")
