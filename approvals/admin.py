@@ -40,7 +40,7 @@ class AgentAdmin(admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fields = [
         "name", "callback_url", "action_globs", "subscribe_escalations", "is_active",
-        "key_prefix", "created_at",
+        "rate_limit", "max_waits", "key_prefix", "created_at",
     ]  # fmt: skip
 
     actions = ["rotate_secret"]

@@ -25,12 +25,16 @@ def create_agent(
     callback_url: str = "",
     actions: list[str] | None = None,
     subscribe_escalations: bool = False,
+    rate_limit: str = "",
+    max_waits: int | None = None,
 ) -> Credentials:
     agent = Agent(
         name=name,
         callback_url=callback_url,
         action_globs=list(actions or []),
         subscribe_escalations=subscribe_escalations,
+        rate_limit=rate_limit,
+        max_waits=max_waits,
     )
     return issue_credentials(agent)
 

@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from approvals.api.throttling import validate_rate
 from policies.models import PolicyVersion, Role
 
 
@@ -31,6 +32,16 @@ class Agent(models.Model):
     subscribe_escalations = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Limits (empty: the defaults in settings, APPROVALS_AGENT_*).
+    rate_limit = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[validate_rate],
+        help_text="API calls allowed, e.g. '120/min' (per s, min, h or day); empty: the default.",
+    )
+    max_waits = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Concurrent ?wait=N calls allowed; empty: the default."
+    )
 
     class Meta:
         ordering = ["name"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from approvals import audit, outbox
+from approvals.api.longpoll import notify_terminal
 from approvals.canonical import sha256_hex
 from approvals.models import ApprovalRequest, Status
 
@@ -64,6 +65,8 @@ def finish(
         data["payload_sha256"] = fields["decision_payload_sha256"]
         data["edited"] = fields["decision_edited"]
     audit.record(request, status, actor=actor, data=data)
+    # Wakes the agent's ?wait=N at commit, in every web process (not on rollback).
+    notify_terminal(request.pk)
     if callback:
         queue_terminal_callback(request)
     return True

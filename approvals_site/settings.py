@@ -7,10 +7,12 @@ installed; ``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from approvals import lanes
@@ -57,7 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "approvals.api.middleware.StaticFilesMiddleware",
     "approvals.api.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -70,6 +72,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "approvals_site.urls"
 WSGI_APPLICATION = "approvals_site.wsgi.application"
+ASGI_APPLICATION = "approvals_site.asgi.application"
 
 TEMPLATES = [
     {
@@ -139,6 +142,15 @@ APPROVALS_MAX_BODY_BYTES = 256 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = APPROVALS_MAX_BODY_BYTES
 APPROVALS_MAX_JSON_DEPTH = 32
 APPROVALS_MAX_WAIT_SECONDS = 60
+# Limits (CONTRACT.md section 3); an agent's own rate_limit / max_waits override them.
+APPROVALS_AGENT_RATE_LIMIT = env_str("APPROVALS_AGENT_RATE_LIMIT", "600/min")
+APPROVALS_AGENT_MAX_WAITS = int(env_str("APPROVALS_AGENT_MAX_WAITS", "100"))
+APPROVALS_REVIEWER_RATE_LIMIT = env_str("APPROVALS_REVIEWER_RATE_LIMIT", "300/min")
+for _name in ("APPROVALS_AGENT_RATE_LIMIT", "APPROVALS_REVIEWER_RATE_LIMIT"):
+    if not re.fullmatch(r"[1-9]\d{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)", globals()[_name]):
+        raise ImproperlyConfigured(f"{_name} must be a rate like 120/min (per s, min, h or day).")
+# Threads per web process for the database work of waits (the waiting holds none).
+APPROVALS_WAIT_THREADS = int(env_str("APPROVALS_WAIT_THREADS", "4"))
 APPROVALS_ALLOW_PRIVATE_CALLBACKS = env_bool("APPROVALS_ALLOW_PRIVATE_CALLBACKS", False)
 
 REST_FRAMEWORK = {

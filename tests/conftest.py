@@ -98,6 +98,16 @@ def _empty_test_broker():
         redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2).flushdb()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _stop_wait_listener(django_db_setup):
+    """A wait in this process opens a LISTEN connection; close it before the
+    test database is dropped."""
+    yield
+    from approvals.api.longpoll import listener
+
+    listener.stop()
+
+
 @pytest.fixture(autouse=True)
 def _private_var_dir(settings, tmp_path):
     """Commands that keep files under var/ (loaddemo) write to a temporary one."""

@@ -3,6 +3,7 @@ domain function from ``approvals.actions``."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from approvals import actions
+from approvals.api import longpoll, throttling
 from approvals.api.authentication import AgentKeyAuthentication, IsAgent
 from approvals.api.serializers import (
     CancelInSerializer,
@@ -28,21 +30,24 @@ from approvals.api.serializers import (
     RequestSerializer,
     WaitQuerySerializer,
 )
+from approvals.api.throttling import AgentRateThrottle, ReviewerRateThrottle
 from approvals.errors import NotVisible
 from approvals.models import Agent, ApprovalRequest, Status
 
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 413)}
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 413, 429)}
 LONG_POLL_INTERVAL = 0.25
 
 
 class AgentAPIView(APIView):
     authentication_classes = [AgentKeyAuthentication]
     permission_classes = [IsAgent]
+    throttle_classes = [AgentRateThrottle]
 
 
 class ReviewerAPIView(APIView):
     authentication_classes = [TokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
+    throttle_classes = [ReviewerRateThrottle]
 
 
 def _queryset():
@@ -135,22 +140,49 @@ class RequestDetailView(AgentAPIView):
     def get(self, request: Request, pk) -> Response:
         wait = _valid(WaitQuerySerializer, request.query_params).get("wait")
         approval = _own_request(request, pk)
-        if wait:
-            approval = _wait_until_terminal(
-                approval, min(wait, settings.APPROVALS_MAX_WAIT_SECONDS)
-            )
+        if wait and approval.status == Status.PENDING:
+            seconds = min(wait, settings.APPROVALS_MAX_WAIT_SECONDS)
+            slot = throttling.hold_wait(_agent(request), seconds)
+            scope = getattr(request._request, "scope", None)
+            if scope is not None and scope.get("countersign.longpoll") == "first":
+                # Under ASGI the wait happens in approvals.api.longpoll, holding
+                # no thread; it releases the slot and asks us again.
+                scope["countersign.held"], scope["countersign.seconds"] = slot, seconds
+            else:
+                try:
+                    approval = _wait_until_terminal(approval, seconds)
+                finally:
+                    throttling.release_wait(slot)
         return Response(RequestSerializer(approval).data)
 
 
 def _wait_until_terminal(approval: ApprovalRequest, seconds: int) -> ApprovalRequest:
-    """Poll the row until it is terminal. Each web thread waits on its own,
-    outside any transaction, so a long wait holds no lock and blocks nobody."""
-    deadline = time.monotonic() + seconds
-    while approval.status == Status.PENDING and time.monotonic() < deadline:
-        time.sleep(min(LONG_POLL_INTERVAL, max(deadline - time.monotonic(), 0)))
-        current = ApprovalRequest.objects.filter(pk=approval.pk).values_list("status", flat=True)
-        if current.first() != Status.PENDING:
-            approval = _queryset().get(pk=approval.pk)
+    """The wait for servers without the ASGI layer (``runserver``, WSGI, the
+    test client): it holds this thread, outside any transaction, and wakes on
+    the same notification as the ASGI wait (or checks every 250 ms without)."""
+    woken = threading.Event()
+
+    def wake(terminal: bool) -> None:
+        woken.set()
+
+    notifications = longpoll.Listener.available()
+    if notifications:
+        longpoll.listener.subscribe(str(approval.pk), wake)
+    try:
+        deadline = time.monotonic() + seconds
+        while approval.status == Status.PENDING and time.monotonic() < deadline:
+            polling = not (notifications and longpoll.listener.listening)
+            remaining = max(deadline - time.monotonic(), 0)
+            woken.wait(min(LONG_POLL_INTERVAL, remaining) if polling else remaining)
+            woken.clear()
+            current = ApprovalRequest.objects.filter(pk=approval.pk).values_list(
+                "status", flat=True
+            )
+            if current.first() != Status.PENDING:
+                approval = _queryset().get(pk=approval.pk)
+    finally:
+        if notifications:
+            longpoll.listener.unsubscribe(str(approval.pk), wake)
     return approval
 
 

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import URLValidator
 
 from approvals.agents import create_agent
+from approvals.api.throttling import Rate
 from approvals.callbacks import check_callback_url
 from approvals.models import Agent
 from approvals.outbound import UnsafeURL
@@ -27,6 +28,14 @@ class Command(BaseCommand):
             help="Actions it may request (globs); default: all.",
         )  # fmt: skip
         parser.add_argument("--subscribe-escalations", action="store_true")
+        parser.add_argument(
+            "--rate-limit", default="", metavar="RATE",
+            help="API calls allowed, e.g. 120/min (per s, min, h or day); default: the setting.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--max-waits", type=int, default=None, metavar="N",
+            help="Concurrent ?wait=N calls allowed; default: the setting.",
+        )  # fmt: skip
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, name: str, callback_url: str, actions: list[str], **options):
@@ -46,11 +55,20 @@ class Command(BaseCommand):
         bad = [glob for glob in actions if not GLOB.match(glob)]
         if bad:
             raise CommandError(f"--actions {', '.join(bad)}: use a-z 0-9 _ . : - and * ? [ ]")
+        if options["rate_limit"]:
+            try:
+                Rate.parse(options["rate_limit"])
+            except ValueError as exc:
+                raise CommandError(f"--rate-limit: {exc}") from None
+        if options["max_waits"] is not None and options["max_waits"] < 0:
+            raise CommandError("--max-waits must be 0 or more.")
         credentials = create_agent(
             name,
             callback_url=callback_url,
             actions=actions,
             subscribe_escalations=options["subscribe_escalations"],
+            rate_limit=options["rate_limit"],
+            max_waits=options["max_waits"],
         )
         if options["json"]:
             self.stdout.write(
