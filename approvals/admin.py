@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.utils.html import format_html
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
 from approvals import callbacks, outbox
-from approvals.agents import issue_credentials, rotate_signing_secret
+from approvals.agents import issue_credentials, new_api_key, rotate_signing_secret
 from approvals.models import (
     Agent,
     ApprovalRequest,
@@ -43,7 +44,7 @@ class AgentAdmin(admin.ModelAdmin):
         "key_prefix", "created_at",
     ]  # fmt: skip
 
-    actions = ["rotate_secret"]
+    actions = ["rotate_secret", "rotate_key"]
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
@@ -60,32 +61,76 @@ class AgentAdmin(admin.ModelAdmin):
 
         return CheckedCallbackForm
 
-    @admin.action(description="Rotate the callback signing secret (old one valid 24 h)")
-    def rotate_secret(self, request, queryset) -> None:
+    # Rotating a credential changes the agent: it needs change_agent, not just
+    # the view permission that lets staff see the list the actions sit on.
+    def has_rotate_permission(self, request) -> bool:
+        return request.user.has_perm("approvals.change_agent")
+
+    @admin.action(
+        description="Rotate the callback signing secret (old one valid 24 h)",
+        permissions=["rotate"],
+    )
+    def rotate_secret(self, request, queryset):
+        rows = []
         for agent in queryset:
-            secret, until = rotate_signing_secret(agent)
-            messages.warning(
-                request,
-                format_html(
-                    "{}: new signing secret <code>{}</code> (the old one also signs until {} UTC)",
-                    agent.name, secret, f"{until:%Y-%m-%d %H:%M}",
-                ),
-            )  # fmt: skip
+            secret, until = rotate_signing_secret(agent, by=request.user.get_username())
+            note = f"the old one also signs until {until:%Y-%m-%d %H:%M} UTC"
+            rows.append(
+                {"agent": agent.name, "what": "signing secret", "value": secret, "note": note}
+            )
+        return credentials_page(request, "New signing secrets", rows)
+
+    @admin.action(
+        description="Rotate the API key (the old one stops working)", permissions=["rotate"]
+    )
+    def rotate_key(self, request, queryset):
+        rows = [
+            {
+                "agent": agent.name,
+                "what": "API key",
+                "value": new_api_key(agent, by=request.user.get_username()),
+                "note": "the old key no longer works",
+            }
+            for agent in queryset
+        ]
+        return credentials_page(request, "New API keys", rows)
 
     def save_model(self, request, obj: Agent, form, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        credentials = issue_credentials(obj)
-        messages.warning(
-            request,
-            format_html(
-                "Copy these now, they are shown only once. API key: <code>{}</code> "
-                "Signing secret: <code>{}</code>",
-                credentials.api_key,
-                credentials.signing_secret,
-            ),
-        )
+        credentials = issue_credentials(obj, by=request.user.get_username(), created=True)
+        # Shown by response_add on the page it renders, never in a message:
+        # messages travel in a cookie, signed but readable.
+        request._issued_credentials = credentials  # type: ignore[attr-defined]
+
+    def response_add(self, request, obj: Agent, post_url_continue=None):
+        credentials = getattr(request, "_issued_credentials", None)
+        if credentials is None:
+            return super().response_add(request, obj, post_url_continue)
+        rows = [
+            {"agent": obj.name, "what": "API key", "value": credentials.api_key, "note": ""},
+            {
+                "agent": obj.name,
+                "what": "signing secret",
+                "value": credentials.signing_secret,
+                "note": "verifies the callbacks",
+            },
+        ]
+        return credentials_page(request, f"Agent {obj.name} created", rows)
+
+
+def credentials_page(request, title: str, rows: list[dict]) -> TemplateResponse:
+    """Fresh credentials, shown once on a page no cache keeps."""
+    context = {
+        **admin.site.each_context(request),
+        "title": title,
+        "credentials": rows,
+        "opts": Agent._meta,
+    }
+    response = TemplateResponse(request, "admin/approvals/agent/credentials.html", context)
+    add_never_cache_headers(response)  # no-cache, no-store, private
+    return response
 
 
 class AuditEventInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -205,7 +250,9 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.action(description="Redeliver (same webhook-id, fresh timestamp)")
+    @admin.action(
+        description="Redeliver (same webhook-id, fresh timestamp)", permissions=["change"]
+    )
     def redeliver(self, request, queryset) -> None:
         queued = callbacks.redeliver(queryset)
         for delivery_id, lease in queued:

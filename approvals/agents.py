@@ -35,7 +35,7 @@ def create_agent(
     return issue_credentials(agent)
 
 
-def issue_credentials(agent: Agent) -> Credentials:
+def issue_credentials(agent: Agent, *, by: str = "system", created: bool = True) -> Credentials:
     """Give an agent (new or existing) a fresh API key and signing secret."""
     key = issue_api_key()
     agent.key_prefix, agent.key_hash = key.prefix, key.hashed
@@ -44,7 +44,7 @@ def issue_credentials(agent: Agent) -> Credentials:
     return Credentials(agent=agent, api_key=key.key, signing_secret=agent.signing_secret)
 
 
-def new_api_key(agent: Agent) -> str:
+def new_api_key(agent: Agent, *, by: str = "system") -> str:
     """Replace only the API key (the signing secret has its own rotation)."""
     key = issue_api_key()
     agent.key_prefix, agent.key_hash = key.prefix, key.hashed
@@ -52,7 +52,7 @@ def new_api_key(agent: Agent) -> str:
     return key.key
 
 
-def rotate_signing_secret(agent: Agent, *, grace_hours: float | None = None):
+def rotate_signing_secret(agent: Agent, *, grace_hours: float | None = None, by: str = "system"):
     """A new signing secret; the old one keeps signing until the grace ends."""
     grace = settings.APPROVALS_SECRET_GRACE_HOURS if grace_hours is None else grace_hours
     until = timezone.now() + timedelta(hours=grace)

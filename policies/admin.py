@@ -5,7 +5,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.shortcuts import render
 from django.urls import path
@@ -20,8 +20,34 @@ from policies.simulate import simulate
 from policies.spec import validate_documents, validate_rule
 
 
+class SuperuserObjectPermissions:
+    """django-guardian's "Object permissions" pages only for superusers.
+
+    Guardian lets anyone who may change (or here: view) an object grant any
+    permission on it, to anyone, themselves included: one view permission
+    would become every permission.
+    """
+
+    def obj_perms_manage_view(self, request, object_pk):
+        _superuser_only(request)
+        return super().obj_perms_manage_view(request, object_pk)  # type: ignore[misc]
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        _superuser_only(request)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)  # type: ignore[misc]
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        _superuser_only(request)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)  # type: ignore[misc]
+
+
+def _superuser_only(request) -> None:
+    if not (request.user.is_active and request.user.is_superuser):
+        raise PermissionDenied("Only superusers manage object permissions.")
+
+
 @admin.register(Role)
-class RoleAdmin(GuardedModelAdmin):
+class RoleAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignore[misc]
     """Members are users or groups holding ``act_for_role`` on the role:
     manage them with "Object permissions" on the role's page."""
 
@@ -61,10 +87,14 @@ class RuleFormSet(BaseInlineFormSet):
     """Validates the rules together, with the same code as ``apply``, and
     shows each problem at the field it is about."""
 
+    # Set by RuleInline.get_formset: whether the editor is held to the scope.
+    scoped = True
+
     def clean(self) -> None:
         super().clean()
         if any(self.errors):
             return
+        policy: Policy = self.instance
         roles = set(Role.objects.values_list("name", flat=True))
         classes = set(ActionClass.objects.values_list("name", flat=True))
         ordered: list[tuple[int, int, dict]] = []
@@ -74,6 +104,15 @@ class RuleFormSet(BaseInlineFormSet):
             if not data or data.get("DELETE"):
                 continue
             rule, problems = validate_rule(raw_rule(data), roles, classes)
+            if self.scoped:
+                for glob in raw_rule(data)["actions"]:
+                    if isinstance(glob, str) and not policy.in_scope(glob):
+                        fence = policy.scope or "empty"
+                        form.add_error(
+                            "actions",
+                            f"'{glob}' is outside this policy's scope ({fence}); "
+                            "a superuser sets the scope.",
+                        )
             for field_name, field_messages in problems.items():
                 target = {"class": "action_class"}.get(field_name, field_name)
                 for message in field_messages:
@@ -96,6 +135,11 @@ class RuleInline(admin.StackedInline):
         ("position", "name"), "actions", "when", "action_class", "levels",
         ("on_timeout", "fail_open"), ("approvals", "editable", "ticket"), "remind",
     ]  # fmt: skip
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.scoped = not request.user.is_superuser
+        return formset
 
     # Rules are part of the policy: whoever may edit the policy edits its rules.
     def has_add_permission(self, request, obj=None) -> bool:
@@ -144,19 +188,25 @@ class SimulateForm(forms.Form):
 
 
 @admin.register(Policy)
-class PolicyAdmin(GuardedModelAdmin):
+class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignore[misc]
     """Every save validates the whole policy and makes a new immutable version.
 
     Staff who are not superusers see and edit only the policies they hold a
     django-guardian permission on (a finance admin: the finance policies).
     """
 
-    list_display = ["name", "priority", "current_version"]
+    list_display = ["name", "priority", "scope", "current_version"]
+    fields = ["name", "priority", "scope", "current_version"]
     inlines = [RuleInline, PolicyVersionInline]
     change_list_template = "admin/policies/policy/change_list.html"
 
     def get_readonly_fields(self, request, obj=None):
-        return ["name", "current_version"] if obj else ["current_version"]
+        fields = ["name", "current_version"] if obj else ["current_version"]
+        if not request.user.is_superuser:
+            # Priority decides which policy sees a request first: a low one
+            # would capture other teams' requests. Superusers set both.
+            fields += ["priority", "scope"]
+        return fields
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -199,6 +249,8 @@ class PolicyAdmin(GuardedModelAdmin):
         rules_formset = next(fs for fs in formsets if isinstance(fs, RuleFormSet))
         spec = {"priority": policy.priority, "rules": rules_formset.rules}
         version = save_policy_version(policy.name, spec, author=request.user.get_username())
+        if request.user.is_superuser:
+            Policy.objects.filter(name=policy.name).update(scope=policy.scope)
         saved = Policy.objects.get(name=policy.name)
         form.instance.pk, form.instance.current_version = saved.pk, saved.current_version
         if not change and not request.user.is_superuser:

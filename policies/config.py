@@ -167,10 +167,20 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
 
 def _apply_policy(name: str, spec: dict, *, author: str) -> list[str]:
     version = save_policy_version(name, spec, author=author)
+    _widen_scope(name, spec)
     if version is None:
         return []
     verb = "create" if version.number == 1 else "update"
     return [f"{verb} policy {name} (version {version.number})"]
+
+
+def _widen_scope(name: str, spec: dict) -> None:
+    """``apply`` is run by operators: what they route is within the policy's scope."""
+    policy = Policy.objects.get(name=name)
+    globs = [g for rule in spec["rules"] for g in rule["actions"] if not policy.in_scope(g)]
+    if globs:
+        policy.scope = ", ".join([*policy.scope_globs(), *dict.fromkeys(globs)])[:500]
+        policy.save(update_fields=["scope"])
 
 
 # --- export -----------------------------------------------------------------
