@@ -73,7 +73,7 @@ class AgentAdmin(admin.ModelAdmin):
     def rotate_secret(self, request, queryset):
         rows = []
         for agent in queryset:
-            secret, until = rotate_signing_secret(agent, by=request.user.get_username())
+            secret, until = rotate_signing_secret(agent, actor=_actor(request))
             note = f"the old one also signs until {until:%Y-%m-%d %H:%M} UTC"
             rows.append(
                 {"agent": agent.name, "what": "signing secret", "value": secret, "note": note}
@@ -88,7 +88,7 @@ class AgentAdmin(admin.ModelAdmin):
             {
                 "agent": agent.name,
                 "what": "API key",
-                "value": new_api_key(agent, by=request.user.get_username()),
+                "value": new_api_key(agent, actor=_actor(request)),
                 "note": "the old key no longer works",
             }
             for agent in queryset
@@ -99,7 +99,7 @@ class AgentAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        credentials = issue_credentials(obj, by=request.user.get_username(), created=True)
+        credentials = issue_credentials(obj, actor=_actor(request), created=True)
         # Shown by response_add on the page it renders, never in a message:
         # messages travel in a cookie, signed but readable.
         request._issued_credentials = credentials  # type: ignore[attr-defined]
@@ -258,3 +258,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         for delivery_id, lease in queued:
             outbox.enqueue_delivery(delivery_id, lease)
         self.message_user(request, f"{len(queued)} callback(s) queued for delivery again.")
+
+
+def _actor(request) -> dict:
+    return {"user": request.user.get_username()}

@@ -35,7 +35,9 @@ def create_agent(
     return issue_credentials(agent)
 
 
-def issue_credentials(agent: Agent, *, by: str = "system", created: bool = True) -> Credentials:
+def issue_credentials(
+    agent: Agent, *, actor: dict | None = None, created: bool = True
+) -> Credentials:
     """Give an agent (new or existing) a fresh API key and signing secret."""
     key = issue_api_key()
     agent.key_prefix, agent.key_hash = key.prefix, key.hashed
@@ -44,7 +46,7 @@ def issue_credentials(agent: Agent, *, by: str = "system", created: bool = True)
     return Credentials(agent=agent, api_key=key.key, signing_secret=agent.signing_secret)
 
 
-def new_api_key(agent: Agent, *, by: str = "system") -> str:
+def new_api_key(agent: Agent, *, actor: dict | None = None) -> str:
     """Replace only the API key (the signing secret has its own rotation)."""
     key = issue_api_key()
     agent.key_prefix, agent.key_hash = key.prefix, key.hashed
@@ -52,7 +54,9 @@ def new_api_key(agent: Agent, *, by: str = "system") -> str:
     return key.key
 
 
-def rotate_signing_secret(agent: Agent, *, grace_hours: float | None = None, by: str = "system"):
+def rotate_signing_secret(
+    agent: Agent, *, grace_hours: float | None = None, actor: dict | None = None
+):
     """A new signing secret; the old one keeps signing until the grace ends."""
     grace = settings.APPROVALS_SECRET_GRACE_HOURS if grace_hours is None else grace_hours
     until = timezone.now() + timedelta(hours=grace)

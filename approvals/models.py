@@ -420,3 +420,23 @@ class TicketNote(models.Model):
 
     def __str__(self) -> str:
         return f"note by {self.author_id}"
+
+
+class ReviewerToken(models.Model):
+    """A reviewer's API token, stored as its prefix and SHA-256 (see approvals.tokens).
+
+    The token itself is shown once when issued; it expires, and revoking it
+    (or deactivating its user) ends it at once.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviewer_tokens"
+    )
+    prefix = models.CharField(max_length=12, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… of {self.user_id}"

@@ -43,7 +43,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
@@ -138,6 +137,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = APPROVALS_MAX_BODY_BYTES
 APPROVALS_MAX_JSON_DEPTH = 32
 APPROVALS_MAX_WAIT_SECONDS = 60
 APPROVALS_ALLOW_PRIVATE_CALLBACKS = env_bool("APPROVALS_ALLOW_PRIVATE_CALLBACKS", False)
+
+# Reviewers' API tokens (approvals.tokens) expire after this many days.
+APPROVALS_TOKEN_DAYS = float(env_str("APPROVALS_TOKEN_DAYS", "90"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from approvals.api.authentication import ReviewerTokenAuthentication
 from policies.simulate import simulate
 
 
@@ -24,7 +25,7 @@ class SimulateInSerializer(serializers.Serializer):
 
 
 class SimulateView(APIView):
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [ReviewerTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
 
     @extend_schema(
