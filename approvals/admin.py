@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
-from approvals import callbacks, outbox
+from approvals import audit, callbacks, outbox
 from approvals.agents import issue_credentials, new_api_key, rotate_signing_secret
 from approvals.models import (
     Agent,
@@ -97,7 +97,14 @@ class AgentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: Agent, form, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            with transaction.atomic():
+                super().save_model(request, obj, form, change)
+                audit.record_config(
+                    "agent_changed",
+                    actor=_actor(request),
+                    summary=f"agent changed: {obj.name}",
+                    data={"agent": obj.name, "changed": sorted(form.changed_data)},
+                )
             return
         credentials = issue_credentials(obj, actor=_actor(request), created=True)
         # Shown by response_add on the page it renders, never in a message:

@@ -256,11 +256,17 @@ class AuditEvent(models.Model):
     """Append-only: what happened to a request, with its business context.
 
     Each event carries the action, summary and context so a compliance reader
-    needs no joins, and is chained by hash to the previous event of the same
-    request so that ``verify_audit`` detects edits and deletions.
+    needs no joins, and is chained by HMAC to the previous event of the same
+    request so that ``verify_audit`` detects edits and deletions. The
+    database refuses UPDATE and DELETE on this table (a trigger).
+
+    Events with no request are configuration changes (policies, roles,
+    agents), chained among themselves in ``seq`` order.
     """
 
-    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="events")
+    request = models.ForeignKey(
+        ApprovalRequest, on_delete=models.PROTECT, related_name="events", null=True, blank=True
+    )
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=40)
     at = models.DateTimeField()
@@ -280,12 +286,27 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["request", "seq"]
         constraints = [
-            models.UniqueConstraint(fields=["request", "seq"], name="audit_event_seq_unique")
+            models.UniqueConstraint(fields=["request", "seq"], name="audit_event_seq_unique"),
+            models.UniqueConstraint(
+                fields=["seq"], condition=Q(request__isnull=True), name="audit_config_seq_unique"
+            ),
         ]
         indexes = [models.Index(fields=["-at"], name="audit_event_recent")]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.seq}"
+
+
+class AuditHead(models.Model):
+    """The head of a chain that spans requests (see approvals.audit): the
+    configuration chain, and the ledger that numbers every request created."""
+
+    name = models.CharField(max_length=20, primary_key=True)
+    seq = models.PositiveBigIntegerField(default=0)
+    head = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.seq}"
 
 
 class Ticket(models.Model):

@@ -138,6 +138,12 @@ APPROVALS_MAX_JSON_DEPTH = 32
 APPROVALS_MAX_WAIT_SECONDS = 60
 APPROVALS_ALLOW_PRIVATE_CALLBACKS = env_bool("APPROVALS_ALLOW_PRIVATE_CALLBACKS", False)
 
+# The audit chain's HMAC key (approvals.audit). Keep it apart from the database
+# and its backups: whoever holds both could rewrite history undetected. Unset,
+# a key derived from SECRET_KEY is used, so changing SECRET_KEY then makes
+# verify_audit report every event: production sets AUDIT_KEY (README, Security).
+AUDIT_KEY = env_str("AUDIT_KEY", "")
+
 # Reviewers' API tokens (approvals.tokens) expire after this many days.
 APPROVALS_TOKEN_DAYS = float(env_str("APPROVALS_TOKEN_DAYS", "90"))
 

@@ -10,11 +10,11 @@ from django.forms.models import BaseInlineFormSet
 from django.shortcuts import render
 from django.urls import path
 from guardian.admin import GuardedModelAdmin
-from guardian.shortcuts import assign_perm, get_objects_for_user
+from guardian.shortcuts import assign_perm, get_group_perms, get_objects_for_user, get_user_perms
 
-from policies.config import current_catalog, save_policy_version
+from policies.config import current_catalog, record_membership, save_policy_version, set_scope
 from policies.durations import format_duration
-from policies.models import ActionClass, Policy, PolicyVersion, Role, Rule
+from policies.models import ACT_FOR_ROLE, ActionClass, Policy, PolicyVersion, Role, Rule
 from policies.rule_rows import raw_rule
 from policies.simulate import simulate
 from policies.spec import validate_documents, validate_rule
@@ -41,19 +41,77 @@ class SuperuserObjectPermissions:
         return super().obj_perms_manage_group_view(request, object_pk, group_id)  # type: ignore[misc]
 
 
+class AuditedAdmin(admin.ModelAdmin):
+    """Every add, change and delete made here is a configuration audit event."""
+
+    def save_model(self, request, obj, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        name = obj._meta.model_name
+        changed = sorted(form.changed_data) if change else []
+        _audit(request, f"{name}_{'changed' if change else 'created'}", obj, changed=changed)
+
+    def delete_model(self, request, obj) -> None:
+        _audit(request, f"{obj._meta.model_name}_deleted", obj)
+        super().delete_model(request, obj)
+
+
+def _audit(request, kind: str, obj, **data) -> None:
+    from approvals import audit
+
+    audit.record_config(
+        kind,
+        actor={"user": request.user.get_username()},
+        summary=f"{kind.replace('_', ' ')}: {obj}",
+        data={"object": str(obj), **data},
+    )
+
+
 def _superuser_only(request) -> None:
     if not (request.user.is_active and request.user.is_superuser):
         raise PermissionDenied("Only superusers manage object permissions.")
 
 
 @admin.register(Role)
-class RoleAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignore[misc]
+class RoleAdmin(SuperuserObjectPermissions, AuditedAdmin, GuardedModelAdmin):  # type: ignore[misc]
     """Members are users or groups holding ``act_for_role`` on the role:
-    manage them with "Object permissions" on the role's page."""
+    manage them (superusers) with "Object permissions" on the role's page.
+    Every grant and revocation made there is audited."""
 
     list_display = ["name", "title", "email", "member_list"]
     search_fields = ["name", "title"]
     readonly_fields = ["member_list"]
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        return self._audited(request, object_pk, "user", user_id)
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        return self._audited(request, object_pk, "group", group_id)
+
+    def _audited(self, request, object_pk, kind: str, holder_id):
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+
+        _superuser_only(request)
+        role = Role.objects.filter(pk=object_pk).first()
+        model = get_user_model() if kind == "user" else Group
+        holder = model.objects.filter(pk=holder_id).first()
+        view = (
+            super().obj_perms_manage_user_view
+            if kind == "user"
+            else super().obj_perms_manage_group_view
+        )
+        if role is None or holder is None or request.method != "POST":
+            return view(request, object_pk, holder_id)
+        perms_of = get_user_perms if kind == "user" else get_group_perms
+        before = set(perms_of(holder, role))
+        response = view(request, object_pk, holder_id)
+        after = set(perms_of(holder, role))
+        who = str(holder) if kind == "user" else f"group {holder}"
+        actor = {"user": request.user.get_username()}
+        for perm in sorted(after ^ before):
+            shown = "" if perm == ACT_FOR_ROLE else perm
+            record_membership(role, who, granted=perm in after, actor=actor, perm=shown)
+        return response
 
     @admin.display(description="members")
     def member_list(self, role: Role) -> str:
@@ -61,7 +119,7 @@ class RoleAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignore[
 
 
 @admin.register(ActionClass)
-class ActionClassAdmin(admin.ModelAdmin):
+class ActionClassAdmin(AuditedAdmin):
     list_display = ["name", "title", "sla"]
 
     @admin.display(description="SLA")
@@ -249,9 +307,9 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
         rules_formset = next(fs for fs in formsets if isinstance(fs, RuleFormSet))
         spec = {"priority": policy.priority, "rules": rules_formset.rules}
         version = save_policy_version(policy.name, spec, author=request.user.get_username())
-        if request.user.is_superuser:
-            Policy.objects.filter(name=policy.name).update(scope=policy.scope)
         saved = Policy.objects.get(name=policy.name)
+        if request.user.is_superuser:
+            set_scope(saved, policy.scope, request.user.get_username())
         form.instance.pk, form.instance.current_version = saved.pk, saved.current_version
         if not change and not request.user.is_superuser:
             assign_perm("policies.change_policy", request.user, saved)
@@ -268,6 +326,10 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
         for warning in report.warnings:
             messages.warning(request, warning)
         messages.success(request, f"Saved as version {version.number}.")
+
+    def delete_model(self, request, obj: Policy) -> None:
+        _audit(request, "policy_deleted", obj)
+        super().delete_model(request, obj)
 
     def get_urls(self):
         return [

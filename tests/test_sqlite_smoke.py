@@ -24,6 +24,14 @@ token = issue_token(get_user_model().objects.get(username="maria"))
 reviewer = Client(HTTP_AUTHORIZATION="Token " + token, HTTP_HOST="127.0.0.1")
 decided = reviewer.post(f"/api/v1/requests/{{request_id}}/decision",
     {{"outcome": "approve"}}, content_type="application/json")
+from django.db import DatabaseError
+from approvals.models import AuditEvent
+for change in (lambda: AuditEvent.objects.update(kind="x"), AuditEvent.objects.all().delete):
+    try:
+        change()
+        raise SystemExit("the audit trail was changed on SQLite")
+    except DatabaseError as exc:
+        assert "append-only" in str(exc), exc
 print(json.dumps(decided.json()))
 """
 

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import URLValidator
 
 from approvals.agents import create_agent
+from approvals.audit import cli_actor
 from approvals.callbacks import check_callback_url
 from approvals.models import Agent
 from approvals.outbound import UnsafeURL
@@ -51,6 +52,7 @@ class Command(BaseCommand):
             callback_url=callback_url,
             actions=actions,
             subscribe_escalations=options["subscribe_escalations"],
+            actor=cli_actor("create_agent"),
         )
         if options["json"]:
             self.stdout.write(

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from approvals.agents import new_api_key
+from approvals.audit import cli_actor
 from approvals.models import Agent
 
 
@@ -16,5 +17,5 @@ class Command(BaseCommand):
         agent = Agent.objects.filter(name=name).first()
         if agent is None:
             raise CommandError(f"No agent named '{name}'.")
-        key = new_api_key(agent)
+        key = new_api_key(agent, actor=cli_actor("rotate_agent_key"))
         self.stdout.write(f"New API key for '{name}' (the old one no longer works): {key}")
