@@ -76,6 +76,7 @@ def _created_data(request: ApprovalRequest) -> dict:
         "body_sha256": request.body_sha256,
         "payload_sha256": sha256_hex(request.payload),
         "requester_sha256": sha256_hex(request.requester),
+        "on_behalf_of_user": request.on_behalf_of_user_id,
     }
 
 
@@ -299,6 +300,7 @@ def _check_row(request: ApprovalRequest, events: list[AuditEvent]) -> Breach | N
         "body_sha256": request.body_sha256,
         "payload_sha256": sha256_hex(request.payload),
         "requester_sha256": sha256_hex(request.requester),
+        "on_behalf_of_user": request.on_behalf_of_user_id,
     }
     if any(created.data.get(field) != value for field, value in expected.items()):
         return Breach(name, 1, "the request's body or payload differ from its created event")

@@ -104,6 +104,11 @@ class ApprovalRequest(models.Model):
     context = models.JSONField(default=dict, blank=True)
     payload = models.JSONField(default=dict, blank=True)
     requester = models.JSONField(default=dict, blank=True)
+    # requester.on_behalf_of resolved to a user when the request was created
+    # (case-insensitive): that person may neither claim nor approve it.
+    on_behalf_of_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     callback_url = models.URLField(max_length=2000, blank=True)
 
     # The rule that routed it, copied so that policy edits never touch it.
@@ -179,6 +184,14 @@ class ApprovalRequest(models.Model):
     def on_behalf_of(self) -> str | None:
         value = (self.requester or {}).get("on_behalf_of")
         return value if isinstance(value, str) else None
+
+    def is_for(self, user) -> bool:
+        """Whether ``user`` is the person this request was made on behalf of
+        (the resolved user, or the name as given, in any case)."""
+        if self.on_behalf_of_user_id is not None and self.on_behalf_of_user_id == user.pk:
+            return True
+        name = (self.on_behalf_of or "").strip().casefold()
+        return bool(name) and name == user.get_username().casefold()
 
     def level_deadline(self, level: int | None = None) -> int:
         return self.levels[(level or self.level) - 1]["deadline"]

@@ -345,7 +345,9 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
         form = SimulateForm(request.POST or None)
         result = None
         if request.method == "POST" and form.is_valid():
-            result = simulate(form.cleaned_data["body"], agent=form.cleaned_data["agent"])
+            result = simulate(
+                form.cleaned_data["body"], agent=form.cleaned_data["agent"], viewer=request.user
+            )
         context = {
             **self.admin_site.each_context(request),
             "title": "Test a request",

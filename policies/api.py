@@ -37,6 +37,7 @@ class SimulateView(APIView):
                 "Simulation",
                 {
                     "matched": serializers.BooleanField(),
+                    "hidden": serializers.BooleanField(required=False),
                     "policy": serializers.DictField(allow_null=True),
                     "class": serializers.CharField(required=False),
                     "approvals": serializers.IntegerField(required=False),
@@ -51,4 +52,4 @@ class SimulateView(APIView):
         serializer = SimulateInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         body = dict(serializer.validated_data)
-        return Response(simulate(body, agent=body.pop("agent")))
+        return Response(simulate(body, agent=body.pop("agent"), viewer=request.user))
