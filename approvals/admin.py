@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.template.response import TemplateResponse
@@ -18,6 +20,10 @@ from approvals.models import (
     Ticket,
 )
 from approvals.outbound import UnsafeURL
+
+# Re-registered below with their changes audited.
+admin.site.unregister(User)
+admin.site.unregister(Group)
 
 
 class ReadOnlyAdminMixin:
@@ -269,3 +275,73 @@ class DeliveryAdmin(admin.ModelAdmin):
 
 def _actor(request) -> dict:
     return {"user": request.user.get_username()}
+
+
+# --- users and groups: who may do what is configuration, so it is audited -------
+
+_FLAGS = ("is_active", "is_staff", "is_superuser")
+
+
+@admin.register(User)
+class AuditedUserAdmin(UserAdmin):
+    """Django's user admin; changes to a user's groups, flags and permissions
+    are audit events (a group may hold a role's ``act_for_role``)."""
+
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        user = form.instance
+        before = _privileges(user) if change else None
+        flags_before = getattr(form, "_flags_before", None)
+        super().save_related(request, form, formsets, change)
+        after = _privileges(user)
+        if before == after and flags_before == _flags(user):
+            return
+        audit.record_config(
+            "user_changed" if change else "user_created",
+            actor=_actor(request),
+            summary=f"user {'changed' if change else 'created'}: {user.get_username()}",
+            data={
+                "user": user.get_username(),
+                "groups": after["groups"],
+                "groups_before": before["groups"] if before else [],
+                "permissions": after["permissions"],
+                "flags": _flags(user),
+                "flags_before": flags_before or {},
+            },
+        )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None:
+            return form
+        flags = _flags(User.objects.get(pk=obj.pk))
+
+        class RememberingForm(form):  # type: ignore[valid-type,misc]
+            _flags_before = flags
+
+        return RememberingForm
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(GroupAdmin):
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        audit.record_config(
+            "group_changed" if change else "group_created",
+            actor=_actor(request),
+            summary=f"group {'changed' if change else 'created'}: {form.instance.name}",
+            data={
+                "group": form.instance.name,
+                "permissions": sorted(form.instance.permissions.values_list("codename", flat=True)),
+            },
+        )
+
+
+def _privileges(user) -> dict:
+    return {
+        "groups": sorted(user.groups.values_list("name", flat=True)),
+        "permissions": sorted(user.user_permissions.values_list("codename", flat=True)),
+    }
+
+
+def _flags(user) -> dict:
+    return {flag: getattr(user, flag) for flag in _FLAGS}

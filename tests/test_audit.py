@@ -212,3 +212,29 @@ def test_an_edited_configuration_event_is_reported(agent):
 
     with pytest.raises(CommandError, match=r"\(configuration\), event #\d+: content altered"):
         verify()
+
+
+def test_a_users_groups_and_flags_changed_in_the_admin_are_audited(root, users):
+    from django.contrib.auth.models import Group
+
+    reviewers = Group.objects.create(name="finance-reviewers")
+    maria = users["maria"]
+    response = root.post(
+        f"/admin/auth/user/{maria.pk}/change/",
+        {
+            "username": "maria",
+            "email": "maria@example.com",
+            "is_active": "on",
+            "is_staff": "on",
+            "groups": [reviewers.pk],
+            "date_joined_0": "2026-11-01",
+            "date_joined_1": "09:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    changed = config_events("user_changed")[-1]
+    assert changed.actor == {"user": "root"}
+    assert changed.data["groups"] == ["finance-reviewers"]
+    assert changed.data["groups_before"] == []
+    assert changed.data["flags"]["is_staff"] is True
+    assert changed.data["flags_before"]["is_staff"] is False
