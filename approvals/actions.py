@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -144,6 +145,7 @@ def _routed_request(
         context=body.get("context") or {},
         payload=body.get("payload") or {},
         requester=requester,
+        on_behalf_of_user=_person(requester.get("on_behalf_of")),
         callback_url=body.get("callback_url") or agent.callback_url,
         policy_version=found.version,
         rule_name=rule["name"],
@@ -163,6 +165,19 @@ def _routed_request(
     )
     request.remind_at = request.reminder_before(request.due_at, first["deadline"])
     return request
+
+
+def _person(name: Any):
+    """The user a request is on behalf of: by username, else by e-mail, in any
+    case; None unless exactly one user answers to it."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    users = get_user_model().objects.filter(is_active=True)
+    for field in ("username__iexact", "email__iexact"):
+        found = list(users.filter(**{field: name.strip()})[:2])
+        if len(found) == 1:
+            return found[0]
+    return None
 
 
 def _replay(agent: Agent, key: str, body_sha256: str) -> ApprovalRequest | None:
@@ -270,11 +285,7 @@ def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reas
 
 
 def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | None) -> Result:
-    if request.on_behalf_of == reviewer.get_username():
-        raise Forbidden(
-            f"Four eyes: this was requested on behalf of {reviewer.get_username()}, "
-            "who may not approve it."
-        )
+    _check_not_requester(request, reviewer, "approve")
     approved = request.payload
     if payload is not None and payload != request.payload:
         if not request.editable:
@@ -336,6 +347,7 @@ def claim(request_id, *, reviewer) -> Result:
         if request.is_terminal:
             raise Conflict(f"The request is already {request.status}.", request)
         _check_member(request, _role_names(reviewer))
+        _check_not_requester(request, reviewer, "claim")
         if request.claimed_by_id == reviewer.pk:
             return Result(request, changed=False)
         if request.claimed_by_id is not None:
@@ -416,6 +428,15 @@ def _check_member(request: ApprovalRequest, roles: set[str]) -> None:
         raise Forbidden(
             f"Only members of role '{request.owner_role.name}' (level {request.level}) "
             "may act on this request now."
+        )
+
+
+def _check_not_requester(request: ApprovalRequest, reviewer, verb: str) -> None:
+    # Claiming is barred too: a claim would keep colleagues from deciding.
+    if request.is_for(reviewer):
+        raise Forbidden(
+            f"Four eyes: this was requested on behalf of {reviewer.get_username()}, "
+            f"who may not {verb} it."
         )
 
 

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
-from django.db import models
-from django.utils.html import format_html
+from django.db import models, transaction
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
-from approvals import callbacks, outbox
-from approvals.agents import issue_credentials, rotate_signing_secret
+from approvals import audit, callbacks, outbox
+from approvals.agents import issue_credentials, new_api_key, rotate_signing_secret
 from approvals.models import (
     Agent,
     ApprovalRequest,
@@ -17,6 +20,10 @@ from approvals.models import (
     Ticket,
 )
 from approvals.outbound import UnsafeURL
+
+# Re-registered below with their changes audited.
+admin.site.unregister(User)
+admin.site.unregister(Group)
 
 
 class ReadOnlyAdminMixin:
@@ -43,7 +50,7 @@ class AgentAdmin(admin.ModelAdmin):
         "rate_limit", "max_waits", "key_prefix", "created_at",
     ]  # fmt: skip
 
-    actions = ["rotate_secret"]
+    actions = ["rotate_secret", "rotate_key"]
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
@@ -60,32 +67,83 @@ class AgentAdmin(admin.ModelAdmin):
 
         return CheckedCallbackForm
 
-    @admin.action(description="Rotate the callback signing secret (old one valid 24 h)")
-    def rotate_secret(self, request, queryset) -> None:
+    # Rotating a credential changes the agent: it needs change_agent, not just
+    # the view permission that lets staff see the list the actions sit on.
+    def has_rotate_permission(self, request) -> bool:
+        return request.user.has_perm("approvals.change_agent")
+
+    @admin.action(
+        description="Rotate the callback signing secret (old one valid 24 h)",
+        permissions=["rotate"],
+    )
+    def rotate_secret(self, request, queryset):
+        rows = []
         for agent in queryset:
-            secret, until = rotate_signing_secret(agent)
-            messages.warning(
-                request,
-                format_html(
-                    "{}: new signing secret <code>{}</code> (the old one also signs until {} UTC)",
-                    agent.name, secret, f"{until:%Y-%m-%d %H:%M}",
-                ),
-            )  # fmt: skip
+            secret, until = rotate_signing_secret(agent, actor=_actor(request))
+            note = f"the old one also signs until {until:%Y-%m-%d %H:%M} UTC"
+            rows.append(
+                {"agent": agent.name, "what": "signing secret", "value": secret, "note": note}
+            )
+        return credentials_page(request, "New signing secrets", rows)
+
+    @admin.action(
+        description="Rotate the API key (the old one stops working)", permissions=["rotate"]
+    )
+    def rotate_key(self, request, queryset):
+        rows = [
+            {
+                "agent": agent.name,
+                "what": "API key",
+                "value": new_api_key(agent, actor=_actor(request)),
+                "note": "the old key no longer works",
+            }
+            for agent in queryset
+        ]
+        return credentials_page(request, "New API keys", rows)
 
     def save_model(self, request, obj: Agent, form, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            with transaction.atomic():
+                super().save_model(request, obj, form, change)
+                audit.record_config(
+                    "agent_changed",
+                    actor=_actor(request),
+                    summary=f"agent changed: {obj.name}",
+                    data={"agent": obj.name, "changed": sorted(form.changed_data)},
+                )
             return
-        credentials = issue_credentials(obj)
-        messages.warning(
-            request,
-            format_html(
-                "Copy these now, they are shown only once. API key: <code>{}</code> "
-                "Signing secret: <code>{}</code>",
-                credentials.api_key,
-                credentials.signing_secret,
-            ),
-        )
+        credentials = issue_credentials(obj, actor=_actor(request), created=True)
+        # Shown by response_add on the page it renders, never in a message:
+        # messages travel in a cookie, signed but readable.
+        request._issued_credentials = credentials  # type: ignore[attr-defined]
+
+    def response_add(self, request, obj: Agent, post_url_continue=None):
+        credentials = getattr(request, "_issued_credentials", None)
+        if credentials is None:
+            return super().response_add(request, obj, post_url_continue)
+        rows = [
+            {"agent": obj.name, "what": "API key", "value": credentials.api_key, "note": ""},
+            {
+                "agent": obj.name,
+                "what": "signing secret",
+                "value": credentials.signing_secret,
+                "note": "verifies the callbacks",
+            },
+        ]
+        return credentials_page(request, f"Agent {obj.name} created", rows)
+
+
+def credentials_page(request, title: str, rows: list[dict]) -> TemplateResponse:
+    """Fresh credentials, shown once on a page no cache keeps."""
+    context = {
+        **admin.site.each_context(request),
+        "title": title,
+        "credentials": rows,
+        "opts": Agent._meta,
+    }
+    response = TemplateResponse(request, "admin/approvals/agent/credentials.html", context)
+    add_never_cache_headers(response)  # no-cache, no-store, private
+    return response
 
 
 class AuditEventInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -205,9 +263,85 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.action(description="Redeliver (same webhook-id, fresh timestamp)")
+    @admin.action(
+        description="Redeliver (same webhook-id, fresh timestamp)", permissions=["change"]
+    )
     def redeliver(self, request, queryset) -> None:
         queued = callbacks.redeliver(queryset)
         for delivery_id, lease in queued:
             outbox.enqueue_delivery(delivery_id, lease)
         self.message_user(request, f"{len(queued)} callback(s) queued for delivery again.")
+
+
+def _actor(request) -> dict:
+    return {"user": request.user.get_username()}
+
+
+# --- users and groups: who may do what is configuration, so it is audited -------
+
+_FLAGS = ("is_active", "is_staff", "is_superuser")
+
+
+@admin.register(User)
+class AuditedUserAdmin(UserAdmin):
+    """Django's user admin; changes to a user's groups, flags and permissions
+    are audit events (a group may hold a role's ``act_for_role``)."""
+
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        user = form.instance
+        before = _privileges(user) if change else None
+        flags_before = getattr(form, "_flags_before", None)
+        super().save_related(request, form, formsets, change)
+        after = _privileges(user)
+        if before == after and flags_before == _flags(user):
+            return
+        audit.record_config(
+            "user_changed" if change else "user_created",
+            actor=_actor(request),
+            summary=f"user {'changed' if change else 'created'}: {user.get_username()}",
+            data={
+                "user": user.get_username(),
+                "groups": after["groups"],
+                "groups_before": before["groups"] if before else [],
+                "permissions": after["permissions"],
+                "flags": _flags(user),
+                "flags_before": flags_before or {},
+            },
+        )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None:
+            return form
+        flags = _flags(User.objects.get(pk=obj.pk))
+
+        class RememberingForm(form):  # type: ignore[valid-type,misc]
+            _flags_before = flags
+
+        return RememberingForm
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(GroupAdmin):
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        audit.record_config(
+            "group_changed" if change else "group_created",
+            actor=_actor(request),
+            summary=f"group {'changed' if change else 'created'}: {form.instance.name}",
+            data={
+                "group": form.instance.name,
+                "permissions": sorted(form.instance.permissions.values_list("codename", flat=True)),
+            },
+        )
+
+
+def _privileges(user) -> dict:
+    return {
+        "groups": sorted(user.groups.values_list("name", flat=True)),
+        "permissions": sorted(user.user_permissions.values_list("codename", flat=True)),
+    }
+
+
+def _flags(user) -> dict:
+    return {flag: getattr(user, flag) for flag in _FLAGS}

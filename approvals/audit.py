@@ -1,21 +1,44 @@
-"""The audit trail: append-only events, hash-chained per request.
+"""The audit trail: append-only events, chained by HMAC.
 
-Each event's hash covers its content and the previous event's hash; the
-request row keeps the head of its chain. Editing or deleting an event breaks
-the chain, which ``manage.py verify_audit`` reports.
+Each request's events form a chain: each event's hash is an HMAC, keyed with
+``AUDIT_KEY`` (kept outside the database), over its content and the previous
+event's hash; the request row keeps the head of its chain. Configuration
+changes (policies, role membership, agents and their credentials) form one
+more chain of events that belong to no request.
+
+What protects what:
+
+- the database refuses UPDATE and DELETE on audit events (a trigger, see the
+  migration), so changing history needs the database owner's rights;
+- whoever has those rights still cannot rewrite an event without the key: the
+  HMAC no longer matches;
+- deleting a whole request with its events leaves a gap in the request ledger:
+  each ``created`` event carries the request's number, and the ledger
+  (``AuditHead`` "requests") counts them;
+- each request row is compared with its chain (status, decision, payloads).
+
+What the database alone cannot show: history truncated at its newest end
+together with the heads. ``verify_audit`` prints the heads; an operator who
+records them elsewhere from time to time anchors the trail up to then.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC
 
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from approvals.canonical import canonical_json
-from approvals.models import ApprovalRequest, AuditEvent
+from approvals.canonical import canonical_json, sha256_hex
+from approvals.models import TERMINAL, ApprovalRequest, AuditEvent, AuditHead
+
+CONFIG_CHAIN = "config"
+REQUEST_LEDGER = "requests"
 
 
 def record(
@@ -34,6 +57,8 @@ def record(
         .values("audit_seq", "audit_head")
         .get(pk=request.pk)
     )
+    if kind == "created":
+        data = {**_created_data(request), **(data or {})}
     event = prepare(
         request, kind, actor=actor, data=data, after=(head["audit_seq"], head["audit_head"])
     )
@@ -41,6 +66,33 @@ def record(
     ApprovalRequest.objects.filter(pk=request.pk).update(audit_seq=event.seq, audit_head=event.hash)
     request.audit_seq, request.audit_head = event.seq, event.hash
     return event
+
+
+def _created_data(request: ApprovalRequest) -> dict:
+    """What the ``created`` event pins: the body as received and the
+    request's number in the ledger, so a deleted request leaves a gap."""
+    return {
+        "number": _advance(REQUEST_LEDGER)[0],
+        "body_sha256": request.body_sha256,
+        "payload_sha256": sha256_hex(request.payload),
+        "requester_sha256": sha256_hex(request.requester),
+        "on_behalf_of_user": request.on_behalf_of_user_id,
+    }
+
+
+def _advance(name: str) -> tuple[int, str]:
+    """Take the next number of chain ``name``: returns (seq, previous head).
+
+    The row lock is held until the caller's transaction commits; creates
+    queue here for the few statements left in their transactions.
+    """
+    row = AuditHead.objects.select_for_update().filter(name=name).first()
+    if row is None:  # the first event ever (or a flushed test database)
+        AuditHead.objects.bulk_create([AuditHead(name=name)], ignore_conflicts=True)
+        row = AuditHead.objects.select_for_update().get(name=name)
+    row.seq += 1
+    AuditHead.objects.filter(name=name).update(seq=row.seq)
+    return row.seq, row.head
 
 
 def prepare(
@@ -81,9 +133,69 @@ def prepare(
     return event
 
 
-def event_hash(event: AuditEvent) -> str:
+def record_config(
+    kind: str,
+    *,
+    actor: dict,
+    summary: str,
+    data: dict | None = None,
+    policy: str = "",
+    policy_version: int = 0,
+    role: str = "",
+) -> AuditEvent:
+    """Append a configuration change (who changed what) to the config chain."""
+    with transaction.atomic():
+        seq, prev_hash = _advance(CONFIG_CHAIN)
+        event = AuditEvent(
+            request_id=None,
+            seq=seq,
+            kind=kind,
+            at=timezone.now(),
+            actor=actor,
+            role=role,
+            level=0,
+            policy=policy,
+            policy_version=policy_version,
+            rule="",
+            action="",
+            summary=summary[:500],
+            context={},
+            data=data or {},
+            prev_hash=prev_hash,
+        )
+        event.hash = event_hash(event)
+        event.save(force_insert=True)
+        AuditHead.objects.filter(name=CONFIG_CHAIN).update(head=event.hash)
+    return event
+
+
+def user_actor(user) -> dict:
+    return {"user": user.get_username()}
+
+
+def cli_actor(command: str) -> dict:
+    """Who ran a management command: the command and the operating-system user."""
+    import getpass
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return {"system": f"manage.py {command}", "os_user": who}
+
+
+def audit_key() -> bytes:
+    """The chain's HMAC key: ``AUDIT_KEY``, else one derived from SECRET_KEY
+    (both live outside the database; see the README's security section)."""
+    key = settings.AUDIT_KEY
+    if key:
+        return key.encode()
+    return hmac.new(settings.SECRET_KEY.encode(), b"countersign audit chain", "sha256").digest()
+
+
+def event_hash(event: AuditEvent, key: bytes | None = None) -> str:
     content = {
-        "request": str(event.request_id),
+        "request": str(event.request_id) if event.request_id else "",
         "seq": event.seq,
         "kind": event.kind,
         "at": event.at.astimezone(UTC).isoformat(),
@@ -99,7 +211,7 @@ def event_hash(event: AuditEvent) -> str:
         "data": event.data,
         "prev_hash": event.prev_hash,
     }
-    return hashlib.sha256(canonical_json(content)).hexdigest()
+    return hmac.new(key or audit_key(), canonical_json(content), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -109,24 +221,108 @@ class Breach:
     problem: str
 
 
-def verify() -> Iterator[Breach]:
-    """Yield every place where a request's audit chain does not hold."""
-    requests = ApprovalRequest.objects.order_by("created_at", "id").values_list(
-        "id", "audit_seq", "audit_head"
+@dataclass
+class Summary:
+    events: int = 0
+    requests: int = 0
+    config_events: int = 0
+    config_head: str = ""
+
+
+def verify(summary: Summary | None = None) -> Iterator[Breach]:
+    """Yield every place where the audit trail does not hold: a chain broken,
+    a request row that disagrees with its chain, a request missing."""
+    summary = summary if summary is not None else Summary()
+    key = audit_key()
+    seen = bytearray()  # bit n: the request numbered n has a created event
+    requests = ApprovalRequest.objects.select_related("owner_role").order_by("created_at", "id")
+    for request in requests.iterator(chunk_size=500):
+        summary.requests += 1
+        events = list(AuditEvent.objects.filter(request_id=request.pk).order_by("seq"))
+        summary.events += len(events)
+        breach = _check_chain(str(request.pk), events, key, (request.audit_seq, request.audit_head))
+        breach = breach or _check_row(request, events)
+        if breach is not None:
+            yield breach
+            continue
+        number = events[0].data.get("number")
+        if isinstance(number, int) and number > 0:
+            if len(seen) <= number // 8:
+                seen.extend(bytes(number // 8 + 1 - len(seen)))
+            seen[number // 8] |= 1 << (number % 8)
+    ledger = AuditHead.objects.filter(name=REQUEST_LEDGER).first()
+    for number in range(1, (ledger.seq if ledger else 0) + 1):
+        if number // 8 >= len(seen) or not seen[number // 8] & (1 << (number % 8)):
+            yield Breach("", number, f"request number {number} of the ledger is missing")
+            break
+    config = list(AuditEvent.objects.filter(request__isnull=True).order_by("seq"))
+    summary.events += len(config)
+    summary.config_events = len(config)
+    head = AuditHead.objects.filter(name=CONFIG_CHAIN).first()
+    summary.config_head = head.head if head else ""
+    breach = _check_chain(
+        "(configuration)", config, key, (head.seq, head.head) if head else (0, "")
     )
-    for request_id, audit_seq, audit_head in requests.iterator(chunk_size=500):
-        previous, expected_seq = "", 1
-        for event in AuditEvent.objects.filter(request_id=request_id).order_by("seq"):
-            if event.seq != expected_seq:
-                yield Breach(str(request_id), expected_seq, "event missing from the chain")
-                break
-            if event.prev_hash != previous:
-                yield Breach(str(request_id), event.seq, "does not follow the previous event")
-                break
-            if event_hash(event) != event.hash:
-                yield Breach(str(request_id), event.seq, "content altered after it was written")
-                break
-            previous, expected_seq = event.hash, expected_seq + 1
-        else:
-            if (expected_seq - 1, previous) != (audit_seq, audit_head):
-                yield Breach(str(request_id), audit_seq, "latest event(s) missing from the chain")
+    if breach is not None:
+        yield breach
+
+
+def _check_chain(
+    name: str, events: list[AuditEvent], key: bytes, head: tuple[int, str]
+) -> Breach | None:
+    previous, expected_seq = "", 1
+    for event in events:
+        if event.seq != expected_seq:
+            return Breach(name, expected_seq, "event missing from the chain")
+        if event.prev_hash != previous:
+            return Breach(name, event.seq, "does not follow the previous event")
+        if not hmac.compare_digest(event_hash(event, key), event.hash):
+            return Breach(name, event.seq, "content altered after it was written")
+        previous, expected_seq = event.hash, expected_seq + 1
+    if (expected_seq - 1, previous) != head:
+        return Breach(name, head[0] or None, "latest event(s) missing from the chain")
+    return None
+
+
+def _check_row(request: ApprovalRequest, events: list[AuditEvent]) -> Breach | None:
+    """The request row must say what its chain says."""
+    name = str(request.pk)
+    if not events or events[0].kind != "created":
+        return Breach(name, 1, "the chain does not start with its created event")
+    created = events[0]
+    if (created.action, created.summary, created.context) != (
+        request.action,
+        request.summary,
+        request.context,
+    ):
+        return Breach(name, 1, "the request's action, summary or context differ from its chain")
+    expected = {
+        "body_sha256": request.body_sha256,
+        "payload_sha256": sha256_hex(request.payload),
+        "requester_sha256": sha256_hex(request.requester),
+        "on_behalf_of_user": request.on_behalf_of_user_id,
+    }
+    if any(created.data.get(field) != value for field, value in expected.items()):
+        return Breach(name, 1, "the request's body or payload differ from its created event")
+    last = events[-1]
+    if (last.role, last.level) != (request.owner_role.name, request.level):
+        return Breach(name, last.seq, "the request's owner or level differ from its chain")
+    ends = [event for event in events if event.kind in TERMINAL]
+    if not ends:
+        if request.status not in TERMINAL:
+            return None
+        return Breach(name, None, f"the request is {request.status} but its chain never ended")
+    end = ends[-1]
+    payload_ok = request.decision_payload is None or (
+        sha256_hex(request.decision_payload) == request.decision_payload_sha256
+    )
+    if (
+        len(ends) > 1
+        or end.kind != request.status
+        or end.data.get("by") != request.decided_by
+        or end.data.get("reason") != request.decision_reason
+        or end.data.get("payload_sha256", "") != request.decision_payload_sha256
+        or not payload_ok
+    ):
+        return Breach(name, end.seq, "the request's status or decision differ from its chain")
+    return None

@@ -9,7 +9,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-KEY_PREFIX = "cs"
+KEY_PREFIX = "cs"  # agents' API keys
+TOKEN_PREFIX = "csr"  # reviewers' API tokens (approvals.tokens)
 PREFIX_LENGTH = 12
 
 
@@ -20,10 +21,10 @@ class IssuedKey:
     hashed: str  # stored: SHA-256 of the key
 
 
-def issue_api_key() -> IssuedKey:
+def issue_api_key(kind: str = KEY_PREFIX) -> IssuedKey:
     """A key like ``cs_3kq9x0c1pz2a_…``: visible prefix for lookup, 256 random bits."""
     prefix = secrets.token_hex(PREFIX_LENGTH // 2)
-    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = f"{kind}_{prefix}_{secrets.token_urlsafe(32)}"
     return IssuedKey(key=key, prefix=prefix, hashed=hash_key(key))
 
 
@@ -33,9 +34,9 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def split_prefix(key: str) -> str | None:
+def split_prefix(key: str, kind: str = KEY_PREFIX) -> str | None:
     parts = key.split("_", 2)  # the random part may itself contain "_"
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != PREFIX_LENGTH:
+    if len(parts) != 3 or parts[0] != kind or len(parts[1]) != PREFIX_LENGTH:
         return None
     return parts[1]
 

@@ -115,6 +115,11 @@ class ApprovalRequest(models.Model):
     context = models.JSONField(default=dict, blank=True)
     payload = models.JSONField(default=dict, blank=True)
     requester = models.JSONField(default=dict, blank=True)
+    # requester.on_behalf_of resolved to a user when the request was created
+    # (case-insensitive): that person may neither claim nor approve it.
+    on_behalf_of_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     callback_url = models.URLField(max_length=2000, blank=True)
 
     # The rule that routed it, copied so that policy edits never touch it.
@@ -199,6 +204,14 @@ class ApprovalRequest(models.Model):
         value = (self.requester or {}).get("on_behalf_of")
         return value if isinstance(value, str) else None
 
+    def is_for(self, user) -> bool:
+        """Whether ``user`` is the person this request was made on behalf of
+        (the resolved user, or the name as given, in any case)."""
+        if self.on_behalf_of_user_id is not None and self.on_behalf_of_user_id == user.pk:
+            return True
+        name = (self.on_behalf_of or "").strip().casefold()
+        return bool(name) and name == user.get_username().casefold()
+
     def level_deadline(self, level: int | None = None) -> int:
         return self.levels[(level or self.level) - 1]["deadline"]
 
@@ -275,11 +288,17 @@ class AuditEvent(models.Model):
     """Append-only: what happened to a request, with its business context.
 
     Each event carries the action, summary and context so a compliance reader
-    needs no joins, and is chained by hash to the previous event of the same
-    request so that ``verify_audit`` detects edits and deletions.
+    needs no joins, and is chained by HMAC to the previous event of the same
+    request so that ``verify_audit`` detects edits and deletions. The
+    database refuses UPDATE and DELETE on this table (a trigger).
+
+    Events with no request are configuration changes (policies, roles,
+    agents), chained among themselves in ``seq`` order.
     """
 
-    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="events")
+    request = models.ForeignKey(
+        ApprovalRequest, on_delete=models.PROTECT, related_name="events", null=True, blank=True
+    )
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=40)
     at = models.DateTimeField()
@@ -299,12 +318,27 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["request", "seq"]
         constraints = [
-            models.UniqueConstraint(fields=["request", "seq"], name="audit_event_seq_unique")
+            models.UniqueConstraint(fields=["request", "seq"], name="audit_event_seq_unique"),
+            models.UniqueConstraint(
+                fields=["seq"], condition=Q(request__isnull=True), name="audit_config_seq_unique"
+            ),
         ]
         indexes = [models.Index(fields=["-at"], name="audit_event_recent")]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.seq}"
+
+
+class AuditHead(models.Model):
+    """The head of a chain that spans requests (see approvals.audit): the
+    configuration chain, and the ledger that numbers every request created."""
+
+    name = models.CharField(max_length=20, primary_key=True)
+    seq = models.PositiveBigIntegerField(default=0)
+    head = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.seq}"
 
 
 class Ticket(models.Model):
@@ -442,3 +476,23 @@ class TicketNote(models.Model):
 
     def __str__(self) -> str:
         return f"note by {self.author_id}"
+
+
+class ReviewerToken(models.Model):
+    """A reviewer's API token, stored as its prefix and SHA-256 (see approvals.tokens).
+
+    The token itself is shown once when issued; it expires, and revoking it
+    (or deactivating its user) ends it at once.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviewer_tokens"
+    )
+    prefix = models.CharField(max_length=12, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… of {self.user_id}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -21,6 +22,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from approvals import actions
+from approvals.api.parsers import json_problem
 from approvals.errors import ApprovalError, Conflict, Invalid, NotVisible
 from approvals.models import ApprovalRequest, Ticket
 from policies.models import ActionClass, Role
@@ -170,9 +172,12 @@ def decide(request: HtmxHttpRequest, pk) -> HttpResponse:
     outcome = request.POST.get("outcome", "")
     payload = None
     edited = request.POST.get("payload", "").strip()
+    reason_problem = json_problem(request.POST.get("reason", ""), 1)
+    if reason_problem:
+        return _panel_error(request, approval, f"The reason: {reason_problem}")
     if edited and outcome == "approve":
         try:
-            payload = json.loads(edited)
+            payload = strict_json(edited)
         except ValueError as exc:
             return _panel_error(request, approval, f"The payload is not valid JSON: {exc}")
         if not isinstance(payload, dict):
@@ -243,24 +248,56 @@ def _safe_next(request: HtmxHttpRequest) -> str:
     return "/"
 
 
+def strict_json(text: str):
+    """Parse JSON as strictly as the API does (approvals.api.parsers): what
+    PostgreSQL would refuse, or what is nested too deep, is a ValueError."""
+    if len(text.encode()) > settings.APPROVALS_MAX_BODY_BYTES:
+        raise ValueError(f"it is larger than {settings.APPROVALS_MAX_BODY_BYTES // 1024} KiB")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    problem = json_problem(value, settings.APPROVALS_MAX_JSON_DEPTH)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
 @login_required
 @require_POST
 def payload_preview(request: HtmxHttpRequest, pk) -> HttpResponse:
-    """The diff an edited payload would make, before approving it."""
+    """The diff an edited payload would make, before approving it: only for
+    someone who may decide now, on a pending request whose rule allows edits."""
     approval = _visible_request(request.user, pk)
+    my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
+    if (
+        approval.status != "pending"
+        or not approval.editable
+        or approval.owner_role.name not in my_roles
+        or approval.claimed_by_id not in (None, request.user.pk)
+    ):
+        return _preview_error("This payload cannot be edited by you now.", status=403)
     try:
-        edited = json.loads(request.POST.get("payload", ""))
+        edited = strict_json(request.POST.get("payload", ""))
     except ValueError as exc:
-        return HttpResponse(
-            format_html('<p class="error" role="alert">Not valid JSON: {}</p>', exc)
-        )
+        return _preview_error(f"Not valid JSON: {exc}", status=200)  # shown while typing
     return render(request, "approvals/request.html#diff", {"approval": approval, "edited": edited})
+
+
+def _preview_error(message: str, status: int = 400) -> HttpResponse:
+    # htmx swaps only 2xx answers by default; the preview area shows this text
+    # either way, and the status tells scripts what happened.
+    return HttpResponse(format_html('<p class="error" role="alert">{}</p>', message), status=status)
 
 
 @login_required
 @require_POST
 def ticket_note(request: HtmxHttpRequest, pk) -> HttpResponse:
-    text = request.POST.get("text", "")
+    text = request.POST.get("text", "").replace("\x00", "")
     return _ticket_action(
         request,
         pk,
@@ -271,7 +308,7 @@ def ticket_note(request: HtmxHttpRequest, pk) -> HttpResponse:
 @login_required
 @require_POST
 def ticket_close(request: HtmxHttpRequest, pk) -> HttpResponse:
-    resolution = request.POST.get("resolution", "")
+    resolution = request.POST.get("resolution", "").replace("\x00", "")
     return _ticket_action(
         request,
         pk,

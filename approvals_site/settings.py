@@ -47,7 +47,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
@@ -55,6 +54,7 @@ INSTALLED_APPS = [
     "template_partials",
     "policies",
     "approvals",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "approvals_site.urls"
@@ -107,6 +108,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    "approvals_site.auth.LockoutBackend",  # first: a locked-out login goes no further
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -115,8 +117,34 @@ ANONYMOUS_USER_NAME = None
 GUARDIAN_RAISE_403 = False
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Security: TLS and login lockout (README, Security) ----------------------------
+
+# Behind TLS (a proxy that terminates it and sets X-Forwarded-Proto): cookies
+# only over https, HSTS, plain http redirected. The proxy must overwrite any
+# X-Forwarded-Proto a client sends, or a client could claim https.
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(env_str("HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+# django-axes: after LOGIN_FAILURE_LIMIT failed logins for one username from
+# one address, that pair is refused for LOGIN_LOCKOUT_MINUTES (site and admin).
+AXES_FAILURE_LIMIT = int(env_str("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = float(env_str("LOGIN_LOCKOUT_MINUTES", "15")) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -152,6 +180,15 @@ for _name in ("APPROVALS_AGENT_RATE_LIMIT", "APPROVALS_REVIEWER_RATE_LIMIT"):
 # Threads per web process for the database work of waits (the waiting holds none).
 APPROVALS_WAIT_THREADS = int(env_str("APPROVALS_WAIT_THREADS", "4"))
 APPROVALS_ALLOW_PRIVATE_CALLBACKS = env_bool("APPROVALS_ALLOW_PRIVATE_CALLBACKS", False)
+
+# The audit chain's HMAC key (approvals.audit). Keep it apart from the database
+# and its backups: whoever holds both could rewrite history undetected. Unset,
+# a key derived from SECRET_KEY is used, so changing SECRET_KEY then makes
+# verify_audit report every event: production sets AUDIT_KEY (README, Security).
+AUDIT_KEY = env_str("AUDIT_KEY", "")
+
+# Reviewers' API tokens (approvals.tokens) expire after this many days.
+APPROVALS_TOKEN_DAYS = float(env_str("APPROVALS_TOKEN_DAYS", "90"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -5,29 +5,113 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.shortcuts import render
 from django.urls import path
 from guardian.admin import GuardedModelAdmin
-from guardian.shortcuts import assign_perm, get_objects_for_user
+from guardian.shortcuts import assign_perm, get_group_perms, get_objects_for_user, get_user_perms
 
-from policies.config import current_catalog, save_policy_version
+from policies.config import current_catalog, record_membership, save_policy_version, set_scope
 from policies.durations import format_duration
-from policies.models import ActionClass, Policy, PolicyVersion, Role, Rule
+from policies.models import ACT_FOR_ROLE, ActionClass, Policy, PolicyVersion, Role, Rule
 from policies.rule_rows import raw_rule
 from policies.simulate import simulate
 from policies.spec import validate_documents, validate_rule
 
 
+class SuperuserObjectPermissions:
+    """django-guardian's "Object permissions" pages only for superusers.
+
+    Guardian lets anyone who may change (or here: view) an object grant any
+    permission on it, to anyone, themselves included: one view permission
+    would become every permission.
+    """
+
+    def obj_perms_manage_view(self, request, object_pk):
+        _superuser_only(request)
+        return super().obj_perms_manage_view(request, object_pk)  # type: ignore[misc]
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        _superuser_only(request)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)  # type: ignore[misc]
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        _superuser_only(request)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)  # type: ignore[misc]
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every add, change and delete made here is a configuration audit event."""
+
+    def save_model(self, request, obj, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        name = obj._meta.model_name
+        changed = sorted(form.changed_data) if change else []
+        _audit(request, f"{name}_{'changed' if change else 'created'}", obj, changed=changed)
+
+    def delete_model(self, request, obj) -> None:
+        _audit(request, f"{obj._meta.model_name}_deleted", obj)
+        super().delete_model(request, obj)
+
+
+def _audit(request, kind: str, obj, **data) -> None:
+    from approvals import audit
+
+    audit.record_config(
+        kind,
+        actor={"user": request.user.get_username()},
+        summary=f"{kind.replace('_', ' ')}: {obj}",
+        data={"object": str(obj), **data},
+    )
+
+
+def _superuser_only(request) -> None:
+    if not (request.user.is_active and request.user.is_superuser):
+        raise PermissionDenied("Only superusers manage object permissions.")
+
+
 @admin.register(Role)
-class RoleAdmin(GuardedModelAdmin):
+class RoleAdmin(SuperuserObjectPermissions, AuditedAdmin, GuardedModelAdmin):  # type: ignore[misc]
     """Members are users or groups holding ``act_for_role`` on the role:
-    manage them with "Object permissions" on the role's page."""
+    manage them (superusers) with "Object permissions" on the role's page.
+    Every grant and revocation made there is audited."""
 
     list_display = ["name", "title", "email", "member_list"]
     search_fields = ["name", "title"]
     readonly_fields = ["member_list"]
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        return self._audited(request, object_pk, "user", user_id)
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        return self._audited(request, object_pk, "group", group_id)
+
+    def _audited(self, request, object_pk, kind: str, holder_id):
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+
+        _superuser_only(request)
+        role = Role.objects.filter(pk=object_pk).first()
+        model = get_user_model() if kind == "user" else Group
+        holder = model.objects.filter(pk=holder_id).first()
+        view = (
+            super().obj_perms_manage_user_view
+            if kind == "user"
+            else super().obj_perms_manage_group_view
+        )
+        if role is None or holder is None or request.method != "POST":
+            return view(request, object_pk, holder_id)
+        perms_of = get_user_perms if kind == "user" else get_group_perms
+        before = set(perms_of(holder, role))
+        response = view(request, object_pk, holder_id)
+        after = set(perms_of(holder, role))
+        who = str(holder) if kind == "user" else f"group {holder}"
+        actor = {"user": request.user.get_username()}
+        for perm in sorted(after ^ before):
+            shown = "" if perm == ACT_FOR_ROLE else perm
+            record_membership(role, who, granted=perm in after, actor=actor, perm=shown)
+        return response
 
     @admin.display(description="members")
     def member_list(self, role: Role) -> str:
@@ -35,7 +119,7 @@ class RoleAdmin(GuardedModelAdmin):
 
 
 @admin.register(ActionClass)
-class ActionClassAdmin(admin.ModelAdmin):
+class ActionClassAdmin(AuditedAdmin):
     list_display = ["name", "title", "sla"]
 
     @admin.display(description="SLA")
@@ -61,10 +145,14 @@ class RuleFormSet(BaseInlineFormSet):
     """Validates the rules together, with the same code as ``apply``, and
     shows each problem at the field it is about."""
 
+    # Set by RuleInline.get_formset: whether the editor is held to the scope.
+    scoped = True
+
     def clean(self) -> None:
         super().clean()
         if any(self.errors):
             return
+        policy: Policy = self.instance
         roles = set(Role.objects.values_list("name", flat=True))
         classes = set(ActionClass.objects.values_list("name", flat=True))
         ordered: list[tuple[int, int, dict]] = []
@@ -74,6 +162,15 @@ class RuleFormSet(BaseInlineFormSet):
             if not data or data.get("DELETE"):
                 continue
             rule, problems = validate_rule(raw_rule(data), roles, classes)
+            if self.scoped:
+                for glob in raw_rule(data)["actions"]:
+                    if isinstance(glob, str) and not policy.in_scope(glob):
+                        fence = policy.scope or "empty"
+                        form.add_error(
+                            "actions",
+                            f"'{glob}' is outside this policy's scope ({fence}); "
+                            "a superuser sets the scope.",
+                        )
             for field_name, field_messages in problems.items():
                 target = {"class": "action_class"}.get(field_name, field_name)
                 for message in field_messages:
@@ -96,6 +193,11 @@ class RuleInline(admin.StackedInline):
         ("position", "name"), "actions", "when", "action_class", "levels",
         ("on_timeout", "fail_open"), ("approvals", "editable", "ticket"), "remind",
     ]  # fmt: skip
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.scoped = not request.user.is_superuser
+        return formset
 
     # Rules are part of the policy: whoever may edit the policy edits its rules.
     def has_add_permission(self, request, obj=None) -> bool:
@@ -144,19 +246,25 @@ class SimulateForm(forms.Form):
 
 
 @admin.register(Policy)
-class PolicyAdmin(GuardedModelAdmin):
+class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignore[misc]
     """Every save validates the whole policy and makes a new immutable version.
 
     Staff who are not superusers see and edit only the policies they hold a
     django-guardian permission on (a finance admin: the finance policies).
     """
 
-    list_display = ["name", "priority", "current_version"]
+    list_display = ["name", "priority", "scope", "current_version"]
+    fields = ["name", "priority", "scope", "current_version"]
     inlines = [RuleInline, PolicyVersionInline]
     change_list_template = "admin/policies/policy/change_list.html"
 
     def get_readonly_fields(self, request, obj=None):
-        return ["name", "current_version"] if obj else ["current_version"]
+        fields = ["name", "current_version"] if obj else ["current_version"]
+        if not request.user.is_superuser:
+            # Priority decides which policy sees a request first: a low one
+            # would capture other teams' requests. Superusers set both.
+            fields += ["priority", "scope"]
+        return fields
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -200,6 +308,8 @@ class PolicyAdmin(GuardedModelAdmin):
         spec = {"priority": policy.priority, "rules": rules_formset.rules}
         version = save_policy_version(policy.name, spec, author=request.user.get_username())
         saved = Policy.objects.get(name=policy.name)
+        if request.user.is_superuser:
+            set_scope(saved, policy.scope, request.user.get_username())
         form.instance.pk, form.instance.current_version = saved.pk, saved.current_version
         if not change and not request.user.is_superuser:
             assign_perm("policies.change_policy", request.user, saved)
@@ -217,6 +327,10 @@ class PolicyAdmin(GuardedModelAdmin):
             messages.warning(request, warning)
         messages.success(request, f"Saved as version {version.number}.")
 
+    def delete_model(self, request, obj: Policy) -> None:
+        _audit(request, "policy_deleted", obj)
+        super().delete_model(request, obj)
+
     def get_urls(self):
         return [
             path(
@@ -231,7 +345,9 @@ class PolicyAdmin(GuardedModelAdmin):
         form = SimulateForm(request.POST or None)
         result = None
         if request.method == "POST" and form.is_valid():
-            result = simulate(form.cleaned_data["body"], agent=form.cleaned_data["agent"])
+            result = simulate(
+                form.cleaned_data["body"], agent=form.cleaned_data["agent"], viewer=request.user
+            )
         context = {
             **self.admin_site.each_context(request),
             "title": "Test a request",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from approvals.api.authentication import ReviewerTokenAuthentication
 from policies.simulate import simulate
 
 
@@ -24,7 +25,7 @@ class SimulateInSerializer(serializers.Serializer):
 
 
 class SimulateView(APIView):
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [ReviewerTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
 
     @extend_schema(
@@ -36,6 +37,7 @@ class SimulateView(APIView):
                 "Simulation",
                 {
                     "matched": serializers.BooleanField(),
+                    "hidden": serializers.BooleanField(required=False),
                     "policy": serializers.DictField(allow_null=True),
                     "class": serializers.CharField(required=False),
                     "approvals": serializers.IntegerField(required=False),
@@ -51,4 +53,4 @@ class SimulateView(APIView):
         serializer = SimulateInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         body = dict(serializer.validated_data)
-        return Response(simulate(body, agent=body.pop("agent")))
+        return Response(simulate(body, agent=body.pop("agent"), viewer=request.user))

@@ -84,9 +84,9 @@ def apply_documents(documents: list[Any], *, author: str, dry_run: bool = False)
     outcome = Outcome(report=report)
     with transaction.atomic():
         for doc in report.roles:
-            outcome.changes += _apply_role(doc)
+            outcome.changes += _apply_role(doc, author)
         for doc in report.classes:
-            outcome.changes += _apply_class(doc)
+            outcome.changes += _apply_class(doc, author)
         for doc in report.policies:
             outcome.changes += _apply_policy(doc["name"], doc["spec"], author=author)
         if dry_run:
@@ -94,7 +94,7 @@ def apply_documents(documents: list[Any], *, author: str, dry_run: bool = False)
     return outcome
 
 
-def _apply_role(doc: dict) -> list[str]:
+def _apply_role(doc: dict, author: str) -> list[str]:
     role, created = Role.objects.get_or_create(
         name=doc["name"], defaults={"title": doc["title"], "email": doc["email"]}
     )
@@ -103,6 +103,8 @@ def _apply_role(doc: dict) -> list[str]:
         role.title, role.email = doc["title"], doc["email"]
         role.save(update_fields=["title", "email"])
         changes.append(f"update role {role.name}")
+    if changes:
+        _record("role_" + changes[0].split()[0] + "d", author, changes[0], role=role.name)
     current = set(role.direct_member_usernames())
     wanted = set(doc["members"])
     users = get_user_model().objects.filter(username__in=current ^ wanted)
@@ -110,20 +112,24 @@ def _apply_role(doc: dict) -> list[str]:
         if user.username in wanted:
             assign_perm(f"policies.{ACT_FOR_ROLE}", user, role)
             changes.append(f"add {user.username} to role {role.name}")
+            record_membership(role, user.username, granted=True, actor={"user": author})
         else:
             remove_perm(f"policies.{ACT_FOR_ROLE}", user, role)
             changes.append(f"remove {user.username} from role {role.name}")
+            record_membership(role, user.username, granted=False, actor={"user": author})
     return changes
 
 
-def _apply_class(doc: dict) -> list[str]:
+def _apply_class(doc: dict, author: str) -> list[str]:
     fields = {"title": doc["title"], "sla_seconds": doc["sla"]}
     action_class, created = ActionClass.objects.get_or_create(name=doc["name"], defaults=fields)
     if created:
+        _record("action_class_created", author, f"action class {action_class.name} created")
         return [f"create action class {action_class.name}"]
     if (action_class.title, action_class.sla_seconds) == (doc["title"], doc["sla"]):
         return []
     ActionClass.objects.filter(pk=action_class.pk).update(**fields)
+    _record("action_class_changed", author, f"action class {action_class.name} changed")
     return [f"update action class {action_class.name}"]
 
 
@@ -162,15 +168,68 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
     policy.priority = spec["priority"]
     policy.save(update_fields=["current_version", "priority"])
     rows_from_spec(policy, spec)
+    _record(
+        "policy_changed",
+        author,
+        f"policy {name} version {version.number}",
+        policy=name,
+        policy_version=version.number,
+        data={"priority": spec["priority"], "diff": diff[:20000]},
+    )
     return version
 
 
 def _apply_policy(name: str, spec: dict, *, author: str) -> list[str]:
     version = save_policy_version(name, spec, author=author)
+    _widen_scope(name, spec, author)
     if version is None:
         return []
     verb = "create" if version.number == 1 else "update"
     return [f"{verb} policy {name} (version {version.number})"]
+
+
+def _widen_scope(name: str, spec: dict, author: str) -> None:
+    """``apply`` is run by operators: what they route is within the policy's scope."""
+    policy = Policy.objects.get(name=name)
+    globs = [g for rule in spec["rules"] for g in rule["actions"] if not policy.in_scope(g)]
+    if globs:
+        set_scope(policy, ", ".join([*policy.scope_globs(), *dict.fromkeys(globs)]), author)
+
+
+def set_scope(policy: Policy, scope: str, author: str) -> None:
+    if policy.scope == scope[:500]:
+        return
+    policy.scope = scope[:500]
+    policy.save(update_fields=["scope"])
+    _record(
+        "policy_scope_changed",
+        author,
+        f"policy {policy.name} scope: {policy.scope}",
+        policy=policy.name,
+        data={"scope": policy.scope},
+    )
+
+
+def record_membership(role: Role, who: str, *, granted: bool, actor: dict, perm: str = "") -> None:
+    """Role membership is a permission grant: audit each one, with who made it."""
+    verb = "granted" if granted else "revoked"
+    kind = f"role_member_{'added' if granted else 'removed'}" if not perm else f"role_perm_{verb}"
+    from approvals import audit
+
+    audit.record_config(
+        kind,
+        actor=actor,
+        summary=f"{who} {verb} {perm or ACT_FOR_ROLE} on role {role.name}",
+        role=role.name,
+        data={"member": who, "permission": perm or ACT_FOR_ROLE},
+    )
+
+
+def _record(kind: str, author: str, summary: str, **fields) -> None:
+    # Imported here: approvals' models import this app's models.
+    from approvals import audit
+
+    audit.record_config(kind, actor={"user": author}, summary=summary, **fields)
 
 
 # --- export -----------------------------------------------------------------

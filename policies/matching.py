@@ -32,6 +32,7 @@ class ConditionFailed(Exception):
     """A matching rule's condition could not be evaluated on the request."""
 
     def __init__(self, version: PolicyVersion, rule: dict, error: str):
+        self.policy = version.policy
         self.policy_name, self.version_number = version.policy.name, version.number
         self.rule_name, self.error = rule["name"], error
         super().__init__(

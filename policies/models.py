@@ -7,6 +7,8 @@ its roles and never needs a permission row per request.
 
 from __future__ import annotations
 
+import fnmatch
+
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Q
@@ -96,6 +98,16 @@ class Policy(models.Model):
 
     name = models.SlugField(max_length=63, unique=True)
     priority = models.IntegerField(default=100, help_text="Lower is consulted first.")
+    # Staff who may edit a policy could otherwise widen it to capture other
+    # teams' requests ("actions: ['*']"); the scope is the fence a superuser
+    # sets around it, and every rule a non-superuser saves must stay inside.
+    scope = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Action globs, comma-separated, that this policy may route (refund.*). "
+        "Set by superusers; staff edits keep every rule inside it. Empty: only "
+        "superusers edit the rules.",
+    )
     current_version = models.OneToOneField(
         "PolicyVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -106,6 +118,27 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def scope_globs(self) -> list[str]:
+        return [glob.strip() for glob in self.scope.split(",") if glob.strip()]
+
+    def in_scope(self, glob: str) -> bool:
+        """Whether every action ``glob`` matches is one the scope allows."""
+        return any(glob_within(glob, fence) for fence in self.scope_globs())
+
+
+def glob_within(inner: str, outer: str) -> bool:
+    """Whether every name matching ``inner`` also matches ``outer``.
+
+    Matching ``inner``'s text against ``outer`` is sound when ``outer`` has no
+    wildcard but ``*``: then ``inner``'s own wildcards (``*``, ``?``, ``[..]``)
+    can only fall inside a ``*`` of ``outer``. Any other ``outer`` must equal it.
+    """
+    if inner == outer:
+        return True
+    if "?" in outer or "[" in outer:
+        return False
+    return fnmatch.fnmatchcase(inner, outer)
 
 
 class PolicyVersion(models.Model):

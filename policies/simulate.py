@@ -9,16 +9,30 @@ from django.utils import timezone
 
 from policies.durations import iso_duration
 from policies.matching import ConditionFailed, route
-from policies.models import Role
+from policies.models import Policy, Role
 from policies.spec import lint_rule
 
 TERMINAL = {"expire": "expired", "deny": "denied", "approve": "approved"}
 
 
-def simulate(body: dict[str, Any], *, agent: str = "", now: datetime | None = None) -> dict:
+def may_view(user, policy: Policy) -> bool:
+    """Superusers, and staff holding view or change on the policy (or on all)."""
+    if user.is_active and user.is_superuser:
+        return True
+    perms = ("policies.view_policy", "policies.change_policy")
+    return any(user.has_perm(perm) or user.has_perm(perm, policy) for perm in perms)
+
+
+def simulate(
+    body: dict[str, Any], *, agent: str = "", now: datetime | None = None, viewer=None
+) -> dict:
     """Which policy, version and rule would route ``body`` (a request as the
     agent API takes it), each level's owner and projected deadline, the
-    terminal outcome if nobody decides, and the warnings."""
+    terminal outcome if nobody decides, and the warnings.
+
+    For a ``viewer`` who may not view the policy that routes it, only that a
+    policy they cannot see takes it: its rules, roles and timeouts stay hidden.
+    """
     now = now or timezone.now()
     action = body.get("action", "")
     try:
@@ -30,6 +44,19 @@ def simulate(body: dict[str, Any], *, agent: str = "", now: datetime | None = No
             requester=body.get("requester") or {},
         )
     except ConditionFailed as exc:
+        if viewer is not None and not may_view(viewer, exc.policy):
+            return {
+                "matched": False,
+                "hidden": True,
+                "policy": None,
+                "levels": [],
+                "outcome": None,
+                "error": {"code": "condition_error", "detail": "", "error": ""},
+                "warnings": [
+                    "A policy you may not view would refuse this request (422 "
+                    "condition_error): its condition cannot be evaluated on this data."
+                ],
+            }
         return {
             "matched": False,
             "policy": {
@@ -54,6 +81,18 @@ def simulate(body: dict[str, Any], *, agent: str = "", now: datetime | None = No
             "warnings": [
                 f"No policy rule matches action {action!r}: a real request would be "
                 "refused with 422 no_policy."
+            ],
+        }
+    if viewer is not None and not may_view(viewer, found.version.policy):
+        return {
+            "matched": True,
+            "hidden": True,
+            "policy": None,
+            "levels": [],
+            "outcome": None,
+            "warnings": [
+                "A policy you may not view routes this request; its owners or a superuser "
+                "can tell you more."
             ],
         }
     rule = found.rule

@@ -14,10 +14,10 @@ import os
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from approvals.agents import create_agent
+from approvals.tokens import issue_token
 from policies.config import apply_documents, load_yaml
 from tests.processes import Processes, RedisServer
 
@@ -162,7 +162,7 @@ def agent_client(credentials) -> APIClient:
 
 def reviewer_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(user)}")
     return client
 
 

@@ -52,8 +52,8 @@ def test_a_new_agents_key_is_shown_once_and_works(root, config):
         follow=True,
     )
     text = response.content.decode()
-    key = re.search(r"API key: <code>(cs_[^<]+)</code>", text).group(1)
-    assert "Signing secret: <code>whsec_" in text
+    key = re.search(r"API key</td><td><code[^>]*>(cs_[^<]+)</code>", text).group(1)
+    assert re.search(r"signing secret</td><td><code[^>]*>whsec_", text)
 
     from approvals.agents import Credentials
 

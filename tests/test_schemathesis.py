@@ -13,8 +13,8 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 
+from approvals.tokens import issue_token
 from approvals_site.wsgi import application
 from tests.conftest import INVOICE
 
@@ -46,8 +46,8 @@ def credentials(agent, users):
     return {
         "done_id": done["id"],
         "agent": f"Bearer {agent.api_key}",
-        "reviewer": f"Token {Token.objects.create(user=users['maria']).key}",
-        "staff": f"Token {Token.objects.create(user=_staff()).key}",
+        "reviewer": f"Token {issue_token(users['maria'])}",
+        "staff": f"Token {issue_token(_staff())}",
         "request_id": existing["id"],
     }
 

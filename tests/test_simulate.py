@@ -19,7 +19,11 @@ from tests.test_matching import TIERED
 
 @pytest.fixture
 def staff(config) -> APIClient:
+    """Staff who may view every policy (simulation shows only what one may view)."""
+    from django.contrib.auth.models import Permission
+
     user = get_user_model().objects.create_user("ops", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_policy"))
     return reviewer_client(user)
 
 

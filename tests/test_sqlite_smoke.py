@@ -18,12 +18,20 @@ created = agent.post("/api/v1/requests", {{"action": "invoice.discrepancy",
     "summary": "INV-7 is $80 over"}}, content_type="application/json")
 assert created.status_code == 201, created.content
 request_id = created.json()["id"]
-from rest_framework.authtoken.models import Token
+from approvals.tokens import issue_token
 from django.contrib.auth import get_user_model
-token = Token.objects.get_or_create(user=get_user_model().objects.get(username="maria"))[0]
-reviewer = Client(HTTP_AUTHORIZATION="Token " + token.key, HTTP_HOST="127.0.0.1")
+token = issue_token(get_user_model().objects.get(username="maria"))
+reviewer = Client(HTTP_AUTHORIZATION="Token " + token, HTTP_HOST="127.0.0.1")
 decided = reviewer.post(f"/api/v1/requests/{{request_id}}/decision",
     {{"outcome": "approve"}}, content_type="application/json")
+from django.db import DatabaseError
+from approvals.models import AuditEvent
+for change in (lambda: AuditEvent.objects.update(kind="x"), AuditEvent.objects.all().delete):
+    try:
+        change()
+        raise SystemExit("the audit trail was changed on SQLite")
+    except DatabaseError as exc:
+        assert "append-only" in str(exc), exc
 print(json.dumps(decided.json()))
 """
 

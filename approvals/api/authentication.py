@@ -8,6 +8,7 @@ from rest_framework.permissions import BasePermission
 
 from approvals.keys import key_matches, split_prefix
 from approvals.models import Agent
+from approvals.tokens import user_for_token
 
 
 class AgentPrincipal:
@@ -49,3 +50,27 @@ class AgentKeyAuthentication(BaseAuthentication):
 class IsAgent(BasePermission):
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, Agent)
+
+
+class ReviewerTokenAuthentication(BaseAuthentication):
+    """Reviewers authenticate with ``Authorization: Token <token>`` (hashed at rest)."""
+
+    keyword = b"token"
+
+    def authenticate(self, request):
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword:
+            return None
+        if len(parts) != 2:
+            raise AuthenticationFailed("Use 'Authorization: Token <token>'.")
+        try:
+            key = parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise AuthenticationFailed("Invalid token.") from None
+        user = user_for_token(key)
+        if user is None:
+            raise AuthenticationFailed("Invalid, expired or revoked token.")
+        return user, key
+
+    def authenticate_header(self, request) -> str:
+        return "Token"

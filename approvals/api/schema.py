@@ -9,3 +9,16 @@ class AgentKeyScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "An agent's API key."}
+
+
+class ReviewerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "approvals.api.authentication.ReviewerTokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "A reviewer's token: 'Token <token>' (manage.py drf_create_token USER).",
+        }

@@ -9,7 +9,7 @@ import time
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotAuthenticated, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
@@ -19,7 +19,11 @@ from rest_framework.views import APIView
 
 from approvals import actions
 from approvals.api import longpoll, throttling
-from approvals.api.authentication import AgentKeyAuthentication, IsAgent
+from approvals.api.authentication import (
+    AgentKeyAuthentication,
+    IsAgent,
+    ReviewerTokenAuthentication,
+)
 from approvals.api.serializers import (
     CancelInSerializer,
     ConflictSerializer,
@@ -45,7 +49,7 @@ class AgentAPIView(APIView):
 
 
 class ReviewerAPIView(APIView):
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [ReviewerTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
     throttle_classes = [ReviewerRateThrottle]
 

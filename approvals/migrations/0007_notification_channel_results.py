@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('approvals', '0003_agent_limits'),
+        ('approvals', '0004_on_behalf_of_user'),
     ]
 
     operations = [

@@ -9,6 +9,7 @@ from django.core.validators import URLValidator
 
 from approvals.agents import create_agent
 from approvals.api.throttling import Rate
+from approvals.audit import cli_actor
 from approvals.callbacks import check_callback_url
 from approvals.models import Agent
 from approvals.outbound import UnsafeURL
@@ -69,6 +70,7 @@ class Command(BaseCommand):
             subscribe_escalations=options["subscribe_escalations"],
             rate_limit=options["rate_limit"],
             max_waits=options["max_waits"],
+            actor=cli_actor("create_agent"),
         )
         if options["json"]:
             self.stdout.write(

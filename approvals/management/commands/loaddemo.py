@@ -8,12 +8,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from approvals import actions, escalation
 from approvals.agents import create_agent, new_api_key
 from approvals.keys import key_matches
 from approvals.models import Agent, ApprovalRequest, Status
+from approvals.tokens import issue_token, user_for_token
 from policies.config import apply_documents, load_yaml
 
 # username -> full name; every demo password is "demo" (roles: examples/demo.yaml).
@@ -99,13 +99,13 @@ class Command(BaseCommand):
         self._queue(Agent.objects.get(name=AGENT))
         for change in outcome.changes:
             self.stdout.write(f"  {change}")
-        token = Token.objects.get_or_create(user=get_user_model().objects.get(username="maria"))[0]
+        token = self._token()
         self.stdout.write(
             "\nDemo users (password 'demo'): "
             + ", ".join(REVIEWERS)
             + "; admin (password 'admin') for /admin/"
         )
-        self.stdout.write(f"Reviewer token for maria:  {token.key}")
+        self.stdout.write(f"Reviewer token for maria:  {token}")
         self.stdout.write(f"Demo agent API key:        {key}")
         self.stdout.write(f"Demo agent signing secret: {secret}")
 
@@ -126,6 +126,16 @@ class Command(BaseCommand):
                 user.save()
         if not users.filter(username="admin").exists():
             users.create_superuser("admin", "admin@example.com", "admin")
+
+    def _token(self) -> str:
+        """Maria's token is kept in var/ (it is stored hashed) so every run can print it again."""
+        saved = settings.VAR_DIR / "demo-token.json"
+        token = json.loads(saved.read_text()).get("token", "") if saved.exists() else ""
+        if not token or user_for_token(token) is None:
+            token = issue_token(get_user_model().objects.get(username="maria"))
+        saved.write_text(json.dumps({"user": "maria", "token": token}))
+        saved.chmod(0o600)
+        return token
 
     def _agent(self) -> tuple[str, str]:
         """The demo agent's key is kept in var/ so every run can print it again."""

@@ -5,6 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from approvals.agents import rotate_signing_secret
+from approvals.audit import cli_actor
 from approvals.models import Agent
 
 
@@ -23,7 +24,9 @@ class Command(BaseCommand):
         agent = Agent.objects.filter(name=name).first()
         if agent is None:
             raise CommandError(f"No agent named '{name}'.")
-        secret, until = rotate_signing_secret(agent, grace_hours=grace_hours)
+        secret, until = rotate_signing_secret(
+            agent, grace_hours=grace_hours, actor=cli_actor("rotate_agent_secret")
+        )
         if options["json"]:
             payload = {"name": name, "signing_secret": secret, "previous_valid_until": until}
             self.stdout.write(json.dumps(payload, default=str))
