@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from approvals import audit, outbox
+from approvals import audit, outbox, sla
 from approvals.canonical import sha256_hex
 from approvals.models import ApprovalRequest, Status
 
@@ -51,6 +51,7 @@ def finish(
         "claimed_by": None,
         "claimed_at": None,
         "updated_at": now,
+        **sla.decision_fields(request, status, by, now),
     }
     expected = {"pk": request.pk, "status": Status.PENDING, "level": request.level}
     if due_at is not None:
@@ -59,6 +60,7 @@ def finish(
         return False
     for name, value in fields.items():
         setattr(request, name, value)
+    sla.record(request, status, by)
     data = {"outcome": status, "by": by, "reason": reason, **(extra or {})}
     if payload is not None:
         data["payload_sha256"] = fields["decision_payload_sha256"]
