@@ -66,6 +66,8 @@ def finish(
         data["payload_sha256"] = fields["decision_payload_sha256"]
         data["edited"] = fields["decision_edited"]
     audit.record(request, status, actor=actor, data=data)
+    if status in (Status.DENIED, Status.EXPIRED):
+        outbox.notify_requester(request)
     if callback:
         queue_terminal_callback(request)
     return True
