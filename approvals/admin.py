@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 from django.utils.html import format_html
 
 from approvals import callbacks, outbox
 from approvals.agents import issue_credentials, rotate_signing_secret
+from approvals.audit_export import context_filter
 from approvals.models import (
     Agent,
     ApprovalRequest,
@@ -126,6 +127,18 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["at", "kind", "action", "summary", "actor", "role", "level", "policy"]
     list_filter = ["kind", "role"]
     search_fields = ["action", "summary", "request__id"]
+    search_help_text = (
+        "context.KEY = VALUE searches the business context: context.invoice = INV-1042"
+    )
+
+    def get_search_results(self, request, queryset, search_term):
+        lookup = context_filter(search_term)
+        if lookup is None:
+            return super().get_search_results(request, queryset, search_term)
+        if connection.vendor != "postgresql":  # no jsonb containment there: a key lookup
+            [(key, value)] = lookup["context__contains"].items()
+            return queryset.filter(**{f"context__{key}": value}), False
+        return queryset.filter(**lookup), False  # served by the GIN index on context
 
 
 @admin.register(Ticket)
