@@ -479,27 +479,40 @@ class DecisionStat(models.Model):
     approvals.sla), so the SLA dashboard and /metrics sum a few thousand rows
     instead of scanning millions of requests.
 
-    One row per day (UTC), class, deciding role, outcome, escalated or not,
-    SLA met/missed, and time-to-decision bucket (``approvals.sla.BUCKETS``).
+    One row per day (UTC), class, role owning it at the end, outcome, ended by
+    the timeout or not, escalated or not, SLA met/missed, and time-to-decision
+    bucket (``approvals.sla.BUCKETS``).
     """
 
     day = models.DateField()
     action_class = models.CharField(max_length=63)
     role = models.CharField(max_length=63)
-    outcome = models.CharField(max_length=10)  # approved | denied | timeout | cancelled
+    outcome = models.CharField(max_length=10)  # the terminal status
+    timed_out = models.BooleanField()  # nobody decided: the rule's on_timeout did
     escalated = models.BooleanField()
     sla = models.CharField(max_length=6)  # met | missed | "" (no SLA, or cancelled)
     bucket = models.PositiveSmallIntegerField()
     count = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(default=0)  # sum of the times to decision
+    escalations = models.PositiveIntegerField(default=0)  # sum of the levels climbed
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["day", "action_class", "role", "outcome", "escalated", "sla", "bucket"],
+                fields=[
+                    "day",
+                    "action_class",
+                    "role",
+                    "outcome",
+                    "timed_out",
+                    "escalated",
+                    "sla",
+                    "bucket",
+                ],
                 name="decision_stat_unique",
             )
         ]
+        indexes = [models.Index(fields=["day"], name="decision_stat_day")]
 
     def __str__(self) -> str:
         return f"{self.day} {self.action_class} {self.outcome}: {self.count}"

@@ -23,23 +23,18 @@ BUCKETS: tuple[float, ...] = (
 HUMAN = (Status.APPROVED, Status.DENIED)
 
 
-def outcome_of(status: str, by: dict) -> str:
-    """approved/denied by a person, a timeout (whatever on_timeout said), or cancelled."""
-    if status == Status.CANCELLED:
-        return "cancelled"
-    if status in HUMAN and "user" in by:
-        return str(status)
-    return "timeout"
+def timed_out(status: str, by: dict) -> bool:
+    """Ended by the rule's on_timeout (expire, deny or approve), not by a person."""
+    return status != Status.CANCELLED and "system" in by
 
 
 def decision_fields(request: ApprovalRequest, status: str, by: dict, now: datetime) -> dict:
     """Time to decision under the request's calendar and whether it met the
     SLA: only a person's decision within the SLA meets it; a timeout misses."""
     seconds = request.elapsed(request.created_at, now)
-    outcome = outcome_of(status, by)
     met = None
-    if request.sla_seconds and outcome != "cancelled":
-        met = outcome in HUMAN and seconds <= request.sla_seconds
+    if request.sla_seconds and status != Status.CANCELLED:
+        met = not timed_out(status, by) and seconds <= request.sla_seconds
     return {"decision_seconds": round(seconds, 3), "sla_met": met}
 
 
@@ -47,33 +42,36 @@ def bucket_of(seconds: float) -> int:
     return bisect.bisect_left(BUCKETS, seconds)
 
 
+TABLE = DecisionStat._meta.db_table
+KEY = "day, action_class, role, outcome, timed_out, escalated, sla, bucket"
 _UPSERT = f"""
-    INSERT INTO {DecisionStat._meta.db_table}
-        (day, action_class, role, outcome, escalated, sla, bucket, count, seconds)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s)
-    ON CONFLICT (day, action_class, role, outcome, escalated, sla, bucket)
-    DO UPDATE SET count = {DecisionStat._meta.db_table}.count + 1,
-                  seconds = {DecisionStat._meta.db_table}.seconds + EXCLUDED.seconds
+    INSERT INTO {TABLE} ({KEY}, count, seconds, escalations)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s)
+    ON CONFLICT ({KEY})
+    DO UPDATE SET count = {TABLE}.count + 1,
+                  seconds = {TABLE}.seconds + EXCLUDED.seconds,
+                  escalations = {TABLE}.escalations + EXCLUDED.escalations
 """
 
 
-def record(request: ApprovalRequest, status: str, by: dict) -> None:
-    """Count the ended request in its rollup row (one upsert; concurrent
-    decisions on the same row serialize on it only until they commit)."""
-    seconds = request.decision_seconds or 0.0
+def stat_key(request: ApprovalRequest, status: str, by: dict) -> list:
     sla = "" if request.sla_met is None else ("met" if request.sla_met else "missed")
     assert request.decided_at is not None
+    return [
+        request.decided_at.date(),
+        request.action_class,
+        request.owner_role.name,
+        str(status),
+        timed_out(status, by),
+        request.level > 1,
+        sla,
+        bucket_of(request.decision_seconds or 0.0),
+    ]
+
+
+def record(request: ApprovalRequest, status: str, by: dict) -> None:
+    """Count the ended request in its rollup row: one upsert. Concurrent
+    decisions that fall in the same row serialize on it until they commit."""
+    values = [*stat_key(request, status, by), request.decision_seconds or 0.0, request.level - 1]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _UPSERT,
-            [
-                request.decided_at.date(),
-                request.action_class,
-                request.owner_role.name,
-                outcome_of(status, by),
-                request.level > 1,
-                sla,
-                bucket_of(seconds),
-                seconds,
-            ],
-        )
+        cursor.execute(_UPSERT, values)

@@ -282,7 +282,10 @@ def test_a_timeout_misses_the_sla(office, bot):
     sweep_at(berlin(2026, 11, 30, 11, 32))
     request.refresh_from_db()
     assert (request.status, request.sla_met) == ("expired", False)
-    assert DecisionStat.objects.get().outcome == "timeout"
+    assert (DecisionStat.objects.get().outcome, DecisionStat.objects.get().timed_out) == (
+        "expired",
+        True,
+    )
 
 
 def test_without_a_calendar_the_sla_counts_wall_clock_time(config, bot, maria):
