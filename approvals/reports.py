@@ -295,5 +295,8 @@ def chart(days: Iterable[Day], width: int = 720, height: int = 180) -> Chart:
         if d.within_sla is not None:
             points.append(f"{round(x + step / 2, 1)},{round(plot - plot * d.within_sla, 1)}")
         if len(days) <= 14 or index % max(len(days) // 7, 1) == 0:
-            ticks.append((round(x + step / 2, 1), d.day.strftime("%d %b")))
+            # Kept inside the drawing, or the edge labels would be cut in half.
+            ticks.append(
+                (round(min(max(x + step / 2, 24), width - 24), 1), d.day.strftime("%d %b"))
+            )
     return Chart(width, height, bars, ticks, str(most), " ".join(points))
