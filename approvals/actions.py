@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -44,7 +43,7 @@ from approvals.models import (
 from approvals.outbound import UnsafeURL
 from approvals.transitions import finish
 from policies.matching import ConditionFailed, route
-from policies.models import Role
+from policies.models import Role, rule_clock
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +135,7 @@ def _routed_request(
             f"Policy '{found.policy_name}' routes to role '{first['role']}', which does not exist."
         )
     now = timezone.now()
+    calendar, sla = rule_clock(rule)
     request = ApprovalRequest(
         agent=agent,
         idempotency_key=idempotency_key,
@@ -159,11 +159,16 @@ def _routed_request(
         remind_seconds=rule["remind"],
         owner_role=first_role,
         level_started_at=now,
-        due_at=now + timedelta(seconds=first["deadline"]),
+        calendar=calendar.as_spec() if calendar else None,
+        sla_seconds=sla,
         created_at=now,
         updated_at=now,
     )
-    request.remind_at = request.reminder_before(request.due_at, first["deadline"])
+    # Under a calendar, deadlines count its open hours only.
+    request.due_at = request.add_time(now, first["deadline"])
+    if request.sla_seconds:
+        request.sla_due_at = request.add_time(now, request.sla_seconds)
+    request.remind_at = request.reminder_before(now, first["deadline"])
     return request
 
 

@@ -4,12 +4,13 @@ from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
 from approvals import audit, callbacks, outbox
 from approvals.agents import issue_credentials, new_api_key, rotate_signing_secret
+from approvals.audit_export import context_filter
 from approvals.models import (
     Agent,
     ApprovalRequest,
@@ -184,6 +185,18 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["at", "kind", "action", "summary", "actor", "role", "level", "policy"]
     list_filter = ["kind", "role"]
     search_fields = ["action", "summary", "request__id"]
+    search_help_text = (
+        "context.KEY = VALUE searches the business context: context.invoice = INV-1042"
+    )
+
+    def get_search_results(self, request, queryset, search_term):
+        lookup = context_filter(search_term)
+        if lookup is None:
+            return super().get_search_results(request, queryset, search_term)
+        if connection.vendor != "postgresql":  # no jsonb containment there: a key lookup
+            [(key, value)] = lookup["context__contains"].items()
+            return queryset.filter(**{f"context__{key}": value}), False
+        return queryset.filter(**lookup), False  # served by the GIN index on context
 
 
 @admin.register(Ticket)

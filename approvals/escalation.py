@@ -145,14 +145,14 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
     was_due, from_role, was_level = request.deadline, request.owner_role, request.level
     step = request.levels[was_level]
     to_role = (roles or {}).get(step["role"]) or Role.objects.get(name=step["role"])
-    due_at = now + timedelta(seconds=step["deadline"])
+    due_at = request.add_time(now, step["deadline"])  # open hours only, under a calendar
     expected = {
         "pk": request.pk, "status": Status.PENDING, "level": was_level,
         "due_at": was_due, "audit_seq": request.audit_seq,
     }  # fmt: skip
     request.level, request.owner_role, request.due_at = was_level + 1, to_role, due_at
     request.level_started_at, request.updated_at = now, now
-    request.remind_at = request.reminder_before(due_at, step["deadline"])
+    request.remind_at = request.reminder_before(now, step["deadline"])
     request.claimed_by, request.claimed_at = None, None
     event = audit.prepare(
         request,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import models
@@ -12,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from approvals.api.throttling import validate_rate
+from policies.business_hours import Calendar
 from policies.models import PolicyVersion, Role
 
 
@@ -61,6 +64,12 @@ class Agent(models.Model):
         if self.previous_signing_secret and expires and expires > now:
             secrets.append(self.previous_signing_secret)
         return secrets
+
+
+@lru_cache(maxsize=256)
+def _calendar(spec: str) -> Calendar:
+    # Pinned calendars are few and immutable: parse each once per process.
+    return Calendar.from_spec(json.loads(spec))
 
 
 class Status(models.TextChoices):
@@ -133,6 +142,12 @@ class ApprovalRequest(models.Model):
     approvals_required = models.PositiveSmallIntegerField(default=1)
     editable = models.BooleanField(default=False)
     remind_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # The business-hours calendar its deadlines and SLA count under, copied
+    # (see policies.Calendar.as_spec) so that editing the calendar never
+    # moves a deadline in flight; NULL counts wall-clock time.
+    calendar = models.JSONField(null=True, blank=True)
+    sla_seconds = models.PositiveIntegerField(null=True, blank=True)  # the class's, pinned
+    sla_due_at = models.DateTimeField(null=True, blank=True)  # when the SLA target passes
 
     # Where it stands.
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -153,6 +168,10 @@ class ApprovalRequest(models.Model):
     decision_payload = models.JSONField(null=True, blank=True)
     decision_payload_sha256 = models.CharField(max_length=64, blank=True)
     decision_edited = models.BooleanField(default=False)
+    # Time to decision under the calendar, and whether it met the class SLA
+    # (NULL: cancelled, or the class has no SLA).
+    decision_seconds = models.FloatField(null=True, blank=True)
+    sla_met = models.BooleanField(null=True, blank=True)
 
     # Head of this request's audit hash chain (see approvals.audit).
     audit_seq = models.PositiveIntegerField(default=0)
@@ -235,10 +254,51 @@ class ApprovalRequest(models.Model):
         """The role it escalated from, at level 2 and beyond."""
         return self.levels[self.level - 2]["role"] if self.level > 1 else None
 
-    def reminder_before(self, due_at, deadline: int):
-        """When to remind the owning role of a level due at ``due_at``, if at all."""
+    def business_calendar(self) -> Calendar | None:
+        if not self.calendar:
+            return None
+        return _calendar(json.dumps(self.calendar, sort_keys=True))
+
+    def add_time(self, start: datetime, seconds: float) -> datetime:
+        """``seconds`` after ``start``: open time under its calendar, else wall-clock."""
+        calendar = self.business_calendar()
+        if calendar is None:
+            return start + timedelta(seconds=seconds)
+        return calendar.add(start, seconds)
+
+    def elapsed(self, start: datetime, end: datetime) -> float:
+        """Seconds from ``start`` to ``end`` that count: open time under its calendar."""
+        calendar = self.business_calendar()
+        if calendar is None:
+            return (end - start).total_seconds()
+        return calendar.between(start, end)
+
+    def resumes_at(self, now: datetime | None = None) -> datetime | None:
+        """When its paused deadline clock starts again; None while it runs."""
+        calendar = self.business_calendar()
+        if calendar is None or self.due_at is None:
+            return None
+        now = now or timezone.now()
+        opens = calendar.next_open(now)
+        return opens if opens > now else None
+
+    def pause_note(self, now: datetime | None = None) -> str:
+        """The inbox's "paused, resumes Monday 09:00 CET" while its calendar is closed."""
+        resumes = self.resumes_at(now)
+        calendar = self.business_calendar()
+        if resumes is None or calendar is None:
+            return ""
+        local = resumes.astimezone(calendar.zone)
+        when = f"{local:%A %H:%M %Z}"
+        if resumes - (now or timezone.now()) > timedelta(days=6):
+            when = f"{local:%A %-d %B %H:%M %Z}"
+        return f"paused, resumes {when}"
+
+    def reminder_before(self, started: datetime, deadline: int) -> datetime | None:
+        """When to remind the owning role of a level that started at ``started``
+        with ``deadline`` seconds, ``remind`` before it falls due, if at all."""
         if self.remind_seconds and self.remind_seconds < deadline:
-            return due_at - timedelta(seconds=self.remind_seconds)
+            return self.add_time(started, deadline - self.remind_seconds)
         return None
 
     @property
@@ -377,12 +437,17 @@ class Notification(models.Model):
         ESCALATED = "escalated"
         REMINDER = "reminder"
         TICKET = "ticket", "ticket opened"
+        OUTCOME = "outcome", "outcome for the requester"
 
     request = models.ForeignKey(
         ApprovalRequest, on_delete=models.CASCADE, related_name="notifications"
     )
     kind = models.CharField(max_length=12, choices=Kind.choices)
     role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="+")
+    # Set for a message to one person (the requester) rather than to the role.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     level = models.PositiveSmallIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -463,6 +528,50 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number}: {self.status_code or self.error[:40]}"
+
+
+class DecisionStat(models.Model):
+    """A rollup of ended requests, kept by the engine as each one ends (see
+    approvals.sla), so the SLA dashboard and /metrics sum a few thousand rows
+    instead of scanning millions of requests.
+
+    One row per day (UTC), class, role owning it at the end, outcome, ended by
+    the timeout or not, escalated or not, SLA met/missed, and time-to-decision
+    bucket (``approvals.sla.BUCKETS``).
+    """
+
+    day = models.DateField()
+    action_class = models.CharField(max_length=63)
+    role = models.CharField(max_length=63)
+    outcome = models.CharField(max_length=10)  # the terminal status
+    timed_out = models.BooleanField()  # nobody decided: the rule's on_timeout did
+    escalated = models.BooleanField()
+    sla = models.CharField(max_length=6)  # met | missed | "" (no SLA, or cancelled)
+    bucket = models.PositiveSmallIntegerField()
+    count = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(default=0)  # sum of the times to decision
+    escalations = models.PositiveIntegerField(default=0)  # sum of the levels climbed
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "day",
+                    "action_class",
+                    "role",
+                    "outcome",
+                    "timed_out",
+                    "escalated",
+                    "sla",
+                    "bucket",
+                ],
+                name="decision_stat_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["day"], name="decision_stat_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.action_class} {self.outcome}: {self.count}"
 
 
 class TicketNote(models.Model):

@@ -28,6 +28,7 @@ SUBJECTS: dict[str, str] = {
     Notification.Kind.ESCALATED: "Escalated to you",
     Notification.Kind.REMINDER: "Reminder: a decision is due soon",
     Notification.Kind.TICKET: "Manual review needed (no decision in time)",
+    Notification.Kind.OUTCOME: "Your request ended {status}",
 }
 
 
@@ -42,7 +43,7 @@ def send(notification_id: int) -> bool:
     if not claimed:
         return False
     notification = Notification.objects.select_related(
-        "request__policy_version__policy", "role"
+        "request__policy_version__policy", "role", "user"
     ).get(pk=notification_id)
     message = compose(notification)
     results = dict(notification.channel_results)
@@ -102,6 +103,8 @@ def compose(notification: Notification) -> Message:
     recipients = (
         [role.email] if role.email else [user.email for user in role.members() if user.email]
     )
+    if notification.user is not None:  # to the requester, not to the role
+        recipients = [notification.user.email] if notification.user.email else []
     lines = [
         request.summary,
         "",
@@ -111,7 +114,11 @@ def compose(notification: Notification) -> Message:
     if notification.kind == Notification.Kind.ESCALATED:
         previous = request.levels[notification.level - 2]["role"]
         lines.append(f"Escalated from: {previous}, who did not decide in time")
-    if notification.kind == Notification.Kind.TICKET:
+    if notification.kind == Notification.Kind.OUTCOME:
+        lines.append(f"Outcome: {request.status}, requested on your behalf")
+        if request.decision_reason:
+            lines.append(f"Reason: {request.decision_reason}")
+    elif notification.kind == Notification.Kind.TICKET:
         lines.append(f"Outcome: {request.status}; a manual-review ticket is open for {role.name}")
     elif request.due_at:
         lines.append(f"Decide by: {request.due_at:%Y-%m-%d %H:%M:%S} UTC")
@@ -122,7 +129,8 @@ def compose(notification: Notification) -> Message:
         f"Open the request: {url}",
         "(The link only opens the page; decisions are made there, after you log in.)",
     ]
-    subject = header_safe(f"[Countersign] {SUBJECTS[notification.kind]}: {request.summary}")
+    title = SUBJECTS[notification.kind].format(status=request.status)
+    subject = header_safe(f"[Countersign] {title}: {request.summary}")
     return Message(
         kind=notification.kind,
         role=role.name,

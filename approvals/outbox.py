@@ -32,6 +32,26 @@ def notify(request: ApprovalRequest, kind: str, *, role: Role | None = None) -> 
     return notification
 
 
+def notify_requester(request: ApprovalRequest) -> Notification | None:
+    """Tell the person the agent asked on behalf of (``requester.on_behalf_of``,
+    when it names a user) that the request was denied or expired."""
+    from django.contrib.auth import get_user_model
+
+    username = request.on_behalf_of
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if username is None or user is None:
+        return None
+    notification = Notification.objects.create(
+        request=request,
+        kind=Notification.Kind.OUTCOME,
+        role=request.owner_role,
+        user=user,
+        level=request.level,
+    )
+    transaction.on_commit(lambda: _enqueue("approvals.tasks.send_notification", notification.pk))
+    return notification
+
+
 def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None:
     """Queue ``approval.<event>`` for the agent, with the request as it is now."""
     url = request.callback_url

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from approvals import audit, outbox
+from approvals import audit, outbox, sla
 from approvals.api.longpoll import notify_terminal
 from approvals.canonical import sha256_hex
 from approvals.models import ApprovalRequest, Status
@@ -52,6 +52,7 @@ def finish(
         "claimed_by": None,
         "claimed_at": None,
         "updated_at": now,
+        **sla.decision_fields(request, status, by, now),
     }
     expected = {"pk": request.pk, "status": Status.PENDING, "level": request.level}
     if due_at is not None:
@@ -60,6 +61,7 @@ def finish(
         return False
     for name, value in fields.items():
         setattr(request, name, value)
+    sla.record(request, status, by)
     data = {"outcome": status, "by": by, "reason": reason, **(extra or {})}
     if payload is not None:
         data["payload_sha256"] = fields["decision_payload_sha256"]
@@ -67,6 +69,8 @@ def finish(
     audit.record(request, status, actor=actor, data=data)
     # Wakes the agent's ?wait=N at commit, in every web process (not on rollback).
     notify_terminal(request.pk)
+    if status in (Status.DENIED, Status.EXPIRED):
+        outbox.notify_requester(request)
     if callback:
         queue_terminal_callback(request)
     return True

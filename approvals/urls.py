@@ -1,6 +1,7 @@
 from django.urls import path
 
 from approvals import views
+from approvals.report_views import reports_page
 
 urlpatterns = [
     path("", views.inbox, name="inbox"),
@@ -11,4 +12,5 @@ urlpatterns = [
     path("requests/<uuid:pk>/preview", views.payload_preview, name="request-preview"),
     path("requests/<uuid:pk>/ticket/note", views.ticket_note, name="ticket-note"),
     path("requests/<uuid:pk>/ticket/close", views.ticket_close, name="ticket-close"),
+    path("reports/", reports_page, name="reports"),
 ]

@@ -214,6 +214,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"RequestStatus": "approvals.models.Status"},
 }
 
+# The bearer token /metrics requires; unset, /metrics answers 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+
 # --- Celery: the escalation engine and the outboxes -------------------------------
 
 REDIS_URL = env_str("REDIS_URL", "")

@@ -12,9 +12,10 @@ from django.urls import path
 from guardian.admin import GuardedModelAdmin
 from guardian.shortcuts import assign_perm, get_group_perms, get_objects_for_user, get_user_perms
 
+from policies.business_hours import compact_hours, normalize
 from policies.config import current_catalog, record_membership, save_policy_version, set_scope
 from policies.durations import format_duration
-from policies.models import ACT_FOR_ROLE, ActionClass, Policy, PolicyVersion, Role, Rule
+from policies.models import ACT_FOR_ROLE, ActionClass, Calendar, Policy, PolicyVersion, Role, Rule
 from policies.rule_rows import raw_rule
 from policies.simulate import simulate
 from policies.spec import validate_documents, validate_rule
@@ -118,9 +119,65 @@ class RoleAdmin(SuperuserObjectPermissions, AuditedAdmin, GuardedModelAdmin):  #
         return ", ".join(u.get_username() for u in role.members()) or "(none)"
 
 
+class CalendarForm(forms.ModelForm):
+    """Open hours and holidays as people write them, one per line; validated
+    by the same code as ``apply``."""
+
+    hours_text = forms.CharField(
+        label="Open hours",
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 40}),
+        help_text="One line per day or day range: mon-fri: 09:00-12:00, 13:00-17:30",
+    )
+    holidays_text = forms.CharField(
+        label="Holidays",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 40}),
+        help_text="One date per line: 2026-12-24",
+    )
+
+    class Meta:
+        model = Calendar
+        fields = ["name", "title", "timezone"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            hours = compact_hours(self.instance.hours)
+            self.initial["hours_text"] = "\n".join(f"{k}: {v}" for k, v in hours.items())
+            self.initial["holidays_text"] = "\n".join(self.instance.holidays)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        hours: dict[str, str] = {}
+        for line in (data.get("hours_text") or "").splitlines():
+            if line.strip():
+                days, _, ranges = line.partition(":")
+                hours[days.strip()] = ranges.strip()
+        holidays = (data.get("holidays_text") or "").split()
+        spec, errors = normalize(data.get("name") or "", data.get("timezone"), hours, holidays)
+        if errors:
+            raise ValidationError(errors)
+        self.instance.hours, self.instance.holidays = spec["hours"], spec["holidays"]
+        return data
+
+
+@admin.register(Calendar)
+class CalendarAdmin(AuditedAdmin):
+    """Editing a calendar changes deadlines of requests created afterwards;
+    requests in flight keep the copy they pinned."""
+
+    form = CalendarForm
+    list_display = ["name", "title", "timezone", "open_hours"]
+    fields = ["name", "title", "timezone", "hours_text", "holidays_text"]
+
+    @admin.display(description="open hours")
+    def open_hours(self, calendar: Calendar) -> str:
+        return "; ".join(f"{k} {v}" for k, v in compact_hours(calendar.hours).items())
+
+
 @admin.register(ActionClass)
 class ActionClassAdmin(AuditedAdmin):
-    list_display = ["name", "title", "sla"]
+    list_display = ["name", "title", "sla", "calendar"]
 
     @admin.display(description="SLA")
     def sla(self, action_class: ActionClass) -> str:
@@ -155,13 +212,14 @@ class RuleFormSet(BaseInlineFormSet):
         policy: Policy = self.instance
         roles = set(Role.objects.values_list("name", flat=True))
         classes = set(ActionClass.objects.values_list("name", flat=True))
+        calendars = set(Calendar.objects.values_list("name", flat=True))
         ordered: list[tuple[int, int, dict]] = []
         names: set[str] = set()
         for form in self.forms:
             data = getattr(form, "cleaned_data", None)
             if not data or data.get("DELETE"):
                 continue
-            rule, problems = validate_rule(raw_rule(data), roles, classes)
+            rule, problems = validate_rule(raw_rule(data), roles, classes, calendars)
             if self.scoped:
                 for glob in raw_rule(data)["actions"]:
                     if isinstance(glob, str) and not policy.in_scope(glob):
@@ -191,7 +249,7 @@ class RuleInline(admin.StackedInline):
     extra = 0
     fields = [
         ("position", "name"), "actions", "when", "action_class", "levels",
-        ("on_timeout", "fail_open"), ("approvals", "editable", "ticket"), "remind",
+        ("on_timeout", "fail_open"), ("approvals", "editable", "ticket"), "remind", "calendar",
     ]  # fmt: skip
 
     def get_formset(self, request, obj=None, **kwargs):

@@ -16,8 +16,9 @@ from django.db import transaction
 from django.db.models import Count, Q
 from guardian.shortcuts import assign_perm, remove_perm
 
+from policies.business_hours import compact_hours
 from policies.durations import format_duration
-from policies.models import ACT_FOR_ROLE, ActionClass, Policy, PolicyVersion, Role
+from policies.models import ACT_FOR_ROLE, ActionClass, Calendar, Policy, PolicyVersion, Role
 from policies.rule_rows import rows_from_spec
 from policies.spec import Catalog, Report, referenced_usernames, validate_documents
 
@@ -59,17 +60,53 @@ def current_catalog(documents: list[Any]) -> Catalog:
     users = set(
         get_user_model().objects.filter(username__in=usernames).values_list("username", flat=True)
     )
+    people: dict[str, set[str]] = {}
+    addresses: dict[str, set[str]] = {}
+    emails: dict[str, str] = {}
+    for role in Role.objects.all():
+        members = dict(role.members().values_list("username", "email"))
+        emails.update(members)
+        people[role.name] = set(members)
+        addresses[role.name] = {role.email} if role.email else set(members.values()) - {""}
+    group_people = _group_people()
+    for found in group_people.values():
+        people_emails = get_user_model().objects.filter(username__in=found - set(emails))
+        emails.update(people_emails.values_list("username", "email"))
+    emails.update(
+        get_user_model()
+        .objects.filter(username__in=usernames - set(emails))
+        .values_list("username", "email")
+    )
     return Catalog(
-        roles={role.name: role.members().count() for role in Role.objects.all()},
+        roles={name: len(members) for name, members in people.items()},
         group_members=group_members,
         classes=set(ActionClass.objects.values_list("name", flat=True)),
         users=users,
+        calendars=set(Calendar.objects.values_list("name", flat=True)),
+        class_slas=dict(ActionClass.objects.values_list("name", "sla_seconds")),
+        role_people=people,
+        role_addresses=addresses,
+        user_emails=emails,
+        group_people=group_people,
         policies={
             p.name: p.current_version.spec
             for p in Policy.objects.select_related("current_version")
             if p.current_version is not None
         },
     )
+
+
+def _group_people() -> dict[str, set[str]]:
+    """Role -> usernames of the active users who act for it through a group."""
+    rows = (
+        Role.objects.filter(rolegroupobjectpermission__permission__codename=ACT_FOR_ROLE)
+        .filter(rolegroupobjectpermission__group__user__is_active=True)
+        .values_list("name", "rolegroupobjectpermission__group__user__username")
+    )
+    found: dict[str, set[str]] = {}
+    for role, username in rows:
+        found.setdefault(role, set()).add(username)
+    return found
 
 
 def apply_documents(documents: list[Any], *, author: str, dry_run: bool = False) -> Outcome:
@@ -85,6 +122,8 @@ def apply_documents(documents: list[Any], *, author: str, dry_run: bool = False)
     with transaction.atomic():
         for doc in report.roles:
             outcome.changes += _apply_role(doc, author)
+        for doc in report.calendars:
+            outcome.changes += _apply_calendar(doc, author)
         for doc in report.classes:
             outcome.changes += _apply_class(doc, author)
         for doc in report.policies:
@@ -120,13 +159,28 @@ def _apply_role(doc: dict, author: str) -> list[str]:
     return changes
 
 
+def _apply_calendar(doc: dict, author: str) -> list[str]:
+    fields = {key: doc[key] for key in ("title", "timezone", "hours", "holidays")}
+    calendar, created = Calendar.objects.get_or_create(name=doc["name"], defaults=fields)
+    if created:
+        _record("calendar_created", author, f"calendar {calendar.name} created")
+        return [f"create calendar {calendar.name}"]
+    if all(getattr(calendar, key) == value for key, value in fields.items()):
+        return []
+    Calendar.objects.filter(pk=calendar.pk).update(**fields)
+    _record("calendar_changed", author, f"calendar {calendar.name} changed")
+    return [f"update calendar {calendar.name}"]
+
+
 def _apply_class(doc: dict, author: str) -> list[str]:
-    fields = {"title": doc["title"], "sla_seconds": doc["sla"]}
+    calendar = Calendar.objects.get(name=doc["calendar"]) if doc["calendar"] else None
+    fields = {"title": doc["title"], "sla_seconds": doc["sla"], "calendar": calendar}
     action_class, created = ActionClass.objects.get_or_create(name=doc["name"], defaults=fields)
     if created:
         _record("action_class_created", author, f"action class {action_class.name} created")
         return [f"create action class {action_class.name}"]
-    if (action_class.title, action_class.sla_seconds) == (doc["title"], doc["sla"]):
+    current = (action_class.title, action_class.sla_seconds, action_class.calendar_id)
+    if current == (doc["title"], doc["sla"], calendar.pk if calendar else None):
         return []
     ActionClass.objects.filter(pk=action_class.pk).update(**fields)
     _record("action_class_changed", author, f"action class {action_class.name} changed")
@@ -243,15 +297,27 @@ def export_documents() -> list[dict]:
         if role.email:
             doc["email"] = role.email
         docs.append(doc)
-    for action_class in ActionClass.objects.all():
+    for calendar in Calendar.objects.all():
+        docs.append(calendar_document(calendar))
+    for action_class in ActionClass.objects.select_related("calendar"):
         doc = {"kind": "ActionClass", "name": action_class.name, "title": action_class.title}
         if action_class.sla_seconds is not None:
             doc["sla"] = format_duration(action_class.sla_seconds)
+        if action_class.calendar is not None:
+            doc["calendar"] = action_class.calendar.name
         docs.append(doc)
     for policy in Policy.objects.select_related("current_version"):
         if policy.current_version is not None:
             docs.append(policy_document(policy.name, policy.current_version.spec))
     return docs
+
+
+def calendar_document(calendar: Calendar) -> dict:
+    doc: dict[str, Any] = {"kind": "Calendar", "name": calendar.name, "title": calendar.title}
+    doc["timezone"] = calendar.timezone
+    doc["hours"] = compact_hours(calendar.hours)
+    doc["holidays"] = list(calendar.holidays)
+    return doc
 
 
 def policy_document(name: str, spec: dict) -> dict:
@@ -271,6 +337,8 @@ def policy_document(name: str, spec: dict) -> dict:
             out[key] = rule[key]
         if rule["remind"] is not None:
             out["remind"] = format_duration(rule["remind"])
+        if rule.get("calendar"):
+            out["calendar"] = rule["calendar"]
         rules.append(out)
     return {"kind": "Policy", "name": name, "priority": spec["priority"], "rules": rules}
 

@@ -78,12 +78,51 @@ class RoleGroupObjectPermission(GroupObjectPermissionBase):
     content_object = models.ForeignKey(Role, on_delete=models.CASCADE)
 
 
+class Calendar(models.Model):
+    """Business hours: deadlines and SLAs under a calendar count open time only.
+
+    ``hours`` and ``holidays`` are in the normalized form of
+    ``policies.business_hours.normalize``; requests copy the whole calendar
+    when they are created, so editing it never moves a deadline in flight.
+    """
+
+    name = models.SlugField(max_length=63, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    timezone = models.CharField(max_length=64, help_text="IANA time zone, e.g. Europe/Berlin")
+    hours = models.JSONField(default=dict)  # {"mon": ["09:00-17:30"], …}
+    holidays = models.JSONField(default=list, blank=True)  # ["2026-12-24", …]
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_spec(self) -> dict:
+        """What a request pins: everything deadline arithmetic needs."""
+        return {
+            "name": self.name,
+            "timezone": self.timezone,
+            "hours": self.hours,
+            "holidays": self.holidays,
+        }
+
+
 class ActionClass(models.Model):
-    """An urgency tier: the SLA target (time to decision) used for reporting."""
+    """An urgency tier: the SLA target (time to decision) used for reporting,
+    counted under the class's calendar when it has one."""
 
     name = models.SlugField(max_length=63, unique=True)
     title = models.CharField(max_length=200, blank=True)
     sla_seconds = models.PositiveIntegerField(null=True, blank=True)
+    calendar = models.ForeignKey(
+        Calendar,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="action_classes",
+        help_text="Deadlines and the SLA count this calendar's open hours (a rule's wins).",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -195,9 +234,22 @@ class Rule(models.Model):
     approvals = models.PositiveSmallIntegerField(default=1)
     editable = models.BooleanField(default=False)
     remind = models.CharField(max_length=20, blank=True, help_text="e.g. 10m")
+    calendar = models.CharField(
+        max_length=63, blank=True, help_text="Business hours (a calendar's name); else the class's."
+    )
 
     class Meta:
         ordering = ["policy", "position"]
 
     def __str__(self) -> str:
         return self.name
+
+
+def rule_clock(rule: dict) -> tuple[Calendar | None, int | None]:
+    """The calendar a rule's deadlines and SLA count under (its own, else its
+    class's) and its class's SLA in seconds, in one or two small queries."""
+    action_class = ActionClass.objects.select_related("calendar").filter(name=rule["class"]).first()
+    calendar = action_class.calendar if action_class else None
+    if rule.get("calendar"):
+        calendar = Calendar.objects.filter(name=rule["calendar"]).first()
+    return calendar, action_class.sla_seconds if action_class else None

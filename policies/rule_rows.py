@@ -28,6 +28,7 @@ def rows_from_spec(policy: Policy, spec: dict) -> None:
             approvals=rule["approvals"],
             editable=rule["editable"],
             remind=format_duration(rule["remind"]) if rule["remind"] else "",
+            calendar=rule.get("calendar") or "",
         )
         for position, rule in enumerate(spec["rules"])
     )
@@ -52,6 +53,8 @@ def raw_rule(data: dict[str, Any]) -> dict[str, Any]:
         raw["when"] = data["when"].strip()
     if (data.get("remind") or "").strip():
         raw["remind"] = data["remind"].strip()
+    if (data.get("calendar") or "").strip():
+        raw["calendar"] = data["calendar"].strip()
     return raw
 
 

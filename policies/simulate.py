@@ -7,10 +7,12 @@ from typing import Any
 
 from django.utils import timezone
 
+from policies.business_hours import Calendar
+from policies.config import current_catalog
 from policies.durations import iso_duration
 from policies.matching import ConditionFailed, route
-from policies.models import Policy, Role
-from policies.spec import lint_rule
+from policies.models import Policy, rule_clock
+from policies.spec import Report, lint_facts, lint_rule
 
 TERMINAL = {"expire": "expired", "deny": "denied", "approve": "approved"}
 
@@ -96,9 +98,15 @@ def simulate(
             ],
         }
     rule = found.rule
+    calendar_row, _ = rule_clock(rule)
+    calendar = Calendar.from_spec(calendar_row.as_spec()) if calendar_row else None
     levels, due = [], now
     for number, level in enumerate(rule["levels"], start=1):
-        due = due + timedelta(seconds=level["deadline"])
+        # Under a calendar, each level counts open hours from the previous one's end.
+        if calendar is None:
+            due = due + timedelta(seconds=level["deadline"])
+        else:
+            due = calendar.add(due, level["deadline"])
         levels.append(
             {
                 "level": number,
@@ -107,9 +115,9 @@ def simulate(
                 "due_at": due.isoformat().replace("+00:00", "Z"),
             }
         )
-    members = {role.name: role.members().count() for role in Role.objects.all()}
+    facts = lint_facts(Report(), current_catalog([]))
     where = f"policy '{found.policy_name}', rule '{rule['name']}'"
-    return {
+    result = {
         "matched": True,
         "policy": {
             "name": found.policy_name,
@@ -125,5 +133,8 @@ def simulate(
             "at": due.isoformat().replace("+00:00", "Z"),
             "ticket_for": rule["levels"][-1]["role"] if rule["ticket"] else None,
         },
-        "warnings": lint_rule(rule, where, members),
+        "warnings": lint_rule(rule, where, facts.members, facts),
     }
+    if calendar is not None:
+        result["calendar"] = calendar.name  # the deadlines above count its open hours
+    return result

@@ -13,13 +13,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from itertools import pairwise
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from policies.business_hours import normalize as normalize_calendar
 from policies.conditions import ConditionError, check_condition
-from policies.durations import DurationError, parse_duration
+from policies.durations import DurationError, format_duration, parse_duration
 
 SLUG = re.compile(r"^[a-z0-9-]{1,63}$")
 GLOB = re.compile(r"^[a-z0-9_.:*?\[\]!-]{1,100}$")
@@ -27,11 +29,12 @@ ON_TIMEOUT = ("expire", "deny", "approve")
 DAY = 24 * 3600
 
 ROLE_FIELDS = {"kind", "name", "title", "members", "email"}
-CLASS_FIELDS = {"kind", "name", "title", "sla"}
+CLASS_FIELDS = {"kind", "name", "title", "sla", "calendar"}
+CALENDAR_FIELDS = {"kind", "name", "title", "timezone", "hours", "holidays"}
 POLICY_FIELDS = {"kind", "name", "priority", "rules"}
 RULE_FIELDS = {
     "name", "actions", "when", "class", "levels", "on_timeout", "fail_open",
-    "ticket", "approvals", "editable", "remind",
+    "ticket", "approvals", "editable", "remind", "calendar",
 }  # fmt: skip
 LEVEL_FIELDS = {"role", "deadline"}
 
@@ -45,6 +48,25 @@ class Catalog:
     classes: set[str] = field(default_factory=set)
     users: set[str] = field(default_factory=set)  # usernames that exist (those asked about)
     policies: dict[str, dict] = field(default_factory=dict)  # name -> current spec
+    calendars: set[str] = field(default_factory=set)
+    class_slas: dict[str, int | None] = field(default_factory=dict)  # name -> SLA seconds
+    # For the lint about who would really be notified; roles missing here are
+    # not checked. Members count those through groups; addresses are the
+    # role's email, else its members' emails.
+    role_people: dict[str, set[str]] = field(default_factory=dict)
+    role_addresses: dict[str, set[str]] = field(default_factory=dict)
+    user_emails: dict[str, str] = field(default_factory=dict)  # of the users asked about
+    group_people: dict[str, set[str]] = field(default_factory=dict)  # role -> via groups
+
+
+@dataclass
+class LintFacts:
+    """What the lint of a rule looks at beyond the rule itself."""
+
+    members: dict[str, int] = field(default_factory=dict)  # role -> number of members
+    slas: dict[str, int | None] = field(default_factory=dict)  # class -> SLA seconds
+    people: dict[str, set[str]] = field(default_factory=dict)  # role -> usernames
+    addresses: dict[str, set[str]] = field(default_factory=dict)  # role -> where mail goes
 
 
 @dataclass
@@ -54,10 +76,14 @@ class Report:
     roles: list[dict] = field(default_factory=list)
     classes: list[dict] = field(default_factory=list)
     policies: list[dict] = field(default_factory=list)  # {"name": …, "spec": …}
+    calendars: list[dict] = field(default_factory=list)  # normalized, see business_hours
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+KINDS = {"Role": "role", "ActionClass": "action class", "Calendar": "calendar", "Policy": "policy"}
 
 
 def referenced_usernames(documents: Iterable[Any]) -> set[str]:
@@ -74,16 +100,19 @@ def validate_documents(documents: list[Any], catalog: Catalog) -> Report:
     """Validate documents as one change: references may point within the set."""
     report = Report()
     seen: dict[tuple[str, str], int] = {}
+    class_docs: list[dict] = []
     for index, doc in enumerate(documents, start=1):
         where = f"document {index}"
         if not isinstance(doc, dict):
             report.errors.append(f"{where}: expected a mapping with a 'kind', got {_type(doc)}")
             continue
         kind, name = doc.get("kind"), doc.get("name")
-        if kind not in ("Role", "ActionClass", "Policy"):
-            report.errors.append(f"{where}: unknown kind {kind!r}; use Role, ActionClass or Policy")
+        if kind not in KINDS:
+            report.errors.append(
+                f"{where}: unknown kind {kind!r}; use Role, ActionClass, Calendar or Policy"
+            )
             continue
-        label = {"Role": "role", "ActionClass": "action class", "Policy": "policy"}[kind]
+        label = KINDS[kind]
         if not isinstance(name, str) or not SLUG.match(name):
             report.errors.append(
                 f"{where} ({kind}): name {name!r} must be a slug of a-z, 0-9 and '-'"
@@ -99,8 +128,13 @@ def validate_documents(documents: list[Any], catalog: Catalog) -> Report:
         if kind == "Role":
             _role(doc, where, catalog, report)
         elif kind == "ActionClass":
-            _action_class(doc, where, report)
+            class_docs.append(doc)  # once the calendars they may name are known
+        elif kind == "Calendar":
+            _calendar(doc, where, report)
 
+    known_calendars = catalog.calendars | {c["name"] for c in report.calendars}
+    for doc in class_docs:
+        _action_class(doc, f"action class '{doc['name']}'", known_calendars, report)
     known_roles = set(catalog.roles) | {r["name"] for r in report.roles}
     known_classes = catalog.classes | {c["name"] for c in report.classes}
     for doc in documents:
@@ -109,7 +143,7 @@ def validate_documents(documents: list[Any], catalog: Catalog) -> Report:
             and doc.get("kind") == "Policy"
             and SLUG.match(str(doc.get("name", "")))
         ):
-            spec = validate_policy(doc, known_roles, known_classes, report.errors)
+            spec = validate_policy(doc, known_roles, known_classes, report.errors, known_calendars)
             if spec is not None:
                 report.policies.append({"name": doc["name"], "spec": spec})
     if report.ok:
@@ -118,7 +152,11 @@ def validate_documents(documents: list[Any], catalog: Catalog) -> Report:
 
 
 def validate_policy(
-    doc: dict, roles: set[str], classes: set[str], errors: list[str]
+    doc: dict,
+    roles: set[str],
+    classes: set[str],
+    errors: list[str],
+    calendars: set[str] | None = None,
 ) -> dict | None:
     """Normalize one policy document; append errors and return None if invalid."""
     where = f"policy '{doc['name']}'"
@@ -133,7 +171,7 @@ def validate_policy(
         return None
     rules, names = [], set()
     for position, raw in enumerate(rules_raw, start=1):
-        rule = _rule(raw, f"{where}, rule {position}", roles, classes, errors)
+        rule = _rule(raw, f"{where}, rule {position}", roles, classes, errors, calendars)
         if rule is None:
             continue
         if rule["name"] in names:
@@ -145,7 +183,14 @@ def validate_policy(
     return {"priority": priority, "rules": rules}
 
 
-def _rule(raw: Any, where: str, roles: set[str], classes: set[str], errors: list) -> dict | None:
+def _rule(
+    raw: Any,
+    where: str,
+    roles: set[str],
+    classes: set[str],
+    errors: list,
+    calendars: set[str] | None = None,
+) -> dict | None:
     if not isinstance(raw, dict):
         errors.append(f"{where}: expected a mapping, got {_type(raw)}")
         return None
@@ -154,7 +199,7 @@ def _rule(raw: Any, where: str, roles: set[str], classes: set[str], errors: list
         errors.append(f"{where}: name {name!r} must be a slug of a-z, 0-9 and '-'")
         return None
     where = f"{where.rsplit(', rule', 1)[0]}, rule '{name}'"
-    rule, by_field = validate_rule(raw, roles, classes)
+    rule, by_field = validate_rule(raw, roles, classes, calendars)
     for field_name, messages in by_field.items():
         for message in messages:
             joiner = ", " if field_name == "levels" and message.startswith("level ") else ": "
@@ -163,7 +208,7 @@ def _rule(raw: Any, where: str, roles: set[str], classes: set[str], errors: list
 
 
 def validate_rule(
-    raw: dict, roles: set[str], classes: set[str]
+    raw: dict, roles: set[str], classes: set[str], calendars: set[str] | None = None
 ) -> tuple[dict | None, dict[str, list[str]]]:
     """Normalize one rule; on error return None and the messages by field.
 
@@ -238,6 +283,16 @@ def validate_rule(
         for message in remind_errors:
             add("remind", message)
 
+    calendar = raw.get("calendar")
+    if calendar is not None and (
+        not isinstance(calendar, str) or calendar not in (calendars or ())
+    ):
+        add(
+            "calendar",
+            f"unknown calendar {calendar!r}; define it with kind: Calendar "
+            f"(known: {_names(calendars or ())})",
+        )
+
     if problems:
         return None, problems
     rule = {
@@ -253,6 +308,10 @@ def validate_rule(
         "editable": flags["editable"],
         "remind": remind,
     }
+    # Only when set: specs stored before calendars existed stay equal to
+    # what the same YAML normalizes to now, so re-applying makes no version.
+    if calendar is not None:
+        rule["calendar"] = calendar
     return rule, {}
 
 
@@ -315,7 +374,7 @@ def _role(doc: dict, where: str, catalog: Catalog, report: Report) -> None:
         )
 
 
-def _action_class(doc: dict, where: str, report: Report) -> None:
+def _action_class(doc: dict, where: str, calendars: set[str], report: Report) -> None:
     before = len(report.errors)
     _unknown_fields(doc, CLASS_FIELDS, where, report.errors)
     title = doc.get("title", "")
@@ -324,17 +383,63 @@ def _action_class(doc: dict, where: str, report: Report) -> None:
     sla = None
     if doc.get("sla") is not None:
         sla = _duration(doc["sla"], f"{where}: sla", report.errors)
+        if sla is not None and sla <= 0:
+            report.errors.append(f"{where}: sla must be longer than zero")
+    calendar = doc.get("calendar")
+    if calendar is not None and (not isinstance(calendar, str) or calendar not in calendars):
+        report.errors.append(
+            f"{where}: unknown calendar {calendar!r}; define it with kind: Calendar "
+            f"(known: {_names(calendars)})"
+        )
     if len(report.errors) == before:
-        report.classes.append({"name": doc["name"], "title": title, "sla": sla})
+        report.classes.append(
+            {"name": doc["name"], "title": title, "sla": sla, "calendar": calendar}
+        )
+
+
+def _calendar(doc: dict, where: str, report: Report) -> None:
+    errors: list[str] = []
+    _unknown_fields(doc, CALENDAR_FIELDS, where, errors)
+    title = doc.get("title", "")
+    if not isinstance(title, str):
+        errors.append(f"{where}: title must be text")
+    spec, problems = normalize_calendar(
+        doc["name"], doc.get("timezone"), doc.get("hours"), doc.get("holidays")
+    )
+    errors += [f"{where}: {problem}" for problem in problems]
+    report.errors += errors
+    if not errors:
+        report.calendars.append({**spec, "title": title})
+
+
+def lint_facts(report: Report, catalog: Catalog) -> LintFacts:
+    """The catalog as the documents would leave it."""
+    facts = LintFacts(
+        members=dict(catalog.roles),
+        slas=dict(catalog.class_slas),
+        people={name: set(people) for name, people in catalog.role_people.items()},
+        addresses={name: set(found) for name, found in catalog.role_addresses.items()},
+    )
+    for role in report.roles:
+        name = role["name"]
+        # YAML lists direct members; members through groups come on top.
+        facts.members[name] = len(role["members"]) + catalog.group_members.get(name, 0)
+        people = set(role["members"]) | catalog.group_people.get(name, set())
+        facts.people[name] = people
+        if role["email"]:
+            facts.addresses[name] = {role["email"]}
+        elif all(user in catalog.user_emails for user in people):
+            facts.addresses[name] = {catalog.user_emails[user] for user in people} - {""}
+    for action_class in report.classes:
+        facts.slas[action_class["name"]] = action_class["sla"]
+    return facts
 
 
 def _lint(report: Report, catalog: Catalog) -> list[str]:
     """Warnings: the configuration is valid but probably not what was meant."""
     warnings = []
-    members = dict(catalog.roles)
-    for role in report.roles:
-        # YAML lists direct members; members through groups come on top.
-        members[role["name"]] = len(role["members"]) + catalog.group_members.get(role["name"], 0)
+    facts = lint_facts(report, catalog)
+    members = facts.members
     policies = dict(catalog.policies)
     policies.update({p["name"]: p["spec"] for p in report.policies})
     changed = {p["name"] for p in report.policies}
@@ -343,13 +448,16 @@ def _lint(report: Report, catalog: Catalog) -> list[str]:
             continue
         for rule in spec["rules"]:
             where = f"policy '{name}', rule '{rule['name']}'"
-            warnings.extend(lint_rule(rule, where, members))
+            warnings.extend(lint_rule(rule, where, members, facts))
     warnings.extend(_shadowed(policies, changed))
     return warnings
 
 
-def lint_rule(rule: dict, where: str, members: dict[str, int]) -> list[str]:
+def lint_rule(
+    rule: dict, where: str, members: dict[str, int], facts: LintFacts | None = None
+) -> list[str]:
     warnings = []
+    facts = facts or LintFacts(members=members)
     total = sum(level["deadline"] for level in rule["levels"])
     if total > DAY:
         warnings.append(
@@ -376,6 +484,40 @@ def lint_rule(rule: dict, where: str, members: dict[str, int]) -> list[str]:
                 f"{where}, level {number}: remind is not shorter than the deadline, "
                 "so the reminder would go out at once"
             )
+        addresses = facts.addresses.get(level["role"])
+        if addresses is not None and not addresses:
+            warnings.append(
+                f"{where}, level {number}: role '{level['role']}' has no reachable address "
+                "(no role email and no member with an email); nobody would be notified"
+            )
+    warnings += _lint_chain(rule, where, facts)
+    return warnings
+
+
+def _lint_chain(rule: dict, where: str, facts: LintFacts) -> list[str]:
+    warnings = []
+    levels = rule["levels"]
+    if len(levels) == 1:
+        warnings.append(
+            f"{where}: a single level, no named fallback; if its role does not decide in "
+            "time the request just ends: add a second level with a fallback role"
+        )
+    sla = facts.slas.get(rule["class"])
+    if sla and levels[0]["deadline"] > sla:
+        warnings.append(
+            f"{where}, level 1: deadline {format_duration(levels[0]['deadline'])} is longer "
+            f"than the SLA of class '{rule['class']}' ({format_duration(sla)}), so the first "
+            "role alone can miss it"
+        )
+    for number, (this, following) in enumerate(pairwise(levels), 1):
+        for what, found in (("member", facts.people), ("notification address", facts.addresses)):
+            shared = found.get(this["role"], set()) & found.get(following["role"], set())
+            if shared:
+                warnings.append(
+                    f"{where}, levels {number} and {number + 1}: roles '{this['role']}' and "
+                    f"'{following['role']}' share the {what}(s) {', '.join(sorted(shared))}; "
+                    "escalation would land in the same inbox"
+                )
     return warnings
 
 

@@ -14,7 +14,7 @@ def test_the_schema_lists_every_operation_with_its_errors(db):
     }
     assert set(operations) == {
         "create_request", "list_requests", "get_request", "cancel_request",
-        "decide", "claim", "unclaim", "simulate",
+        "decide", "claim", "unclaim", "simulate", "export_audit",
     }  # fmt: skip
     assert {"201", "200", "400", "401", "403", "409", "413", "422"} <= set(
         operations["create_request"]["responses"]

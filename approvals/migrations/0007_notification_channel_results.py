@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('approvals', '0004_on_behalf_of_user'),
+        ('approvals', '0005_sla_calendars_rollups'),
     ]
 
     operations = [
