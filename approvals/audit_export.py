@@ -87,7 +87,9 @@ def _moment(value: str | None, name: str) -> datetime | None:
 
 def events(filters: Filters) -> QuerySet:
     """The matching events, oldest first. ``since`` is inclusive, ``until`` not."""
-    queryset = AuditEvent.objects.all()
+    # The requests' trail; configuration changes (no request) have their own
+    # chain and are read in the admin.
+    queryset = AuditEvent.objects.filter(request__isnull=False)
     if filters.since:
         queryset = queryset.filter(at__gte=filters.since)
     if filters.until:

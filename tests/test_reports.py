@@ -16,18 +16,34 @@ from guardian.shortcuts import assign_perm
 
 from approvals import escalation
 from approvals.reports import Scope, build
+from policies.config import apply_documents, load_yaml
 from policies.models import Policy
 from tests.conftest import INVOICE, decide
 
+SLOW_REFUNDS = """
+kind: Policy
+name: customer-refunds
+priority: 10
+rules:
+  - name: refund-review
+    actions: ["refund.*"]
+    class: customer-urgent
+    levels:
+      - {role: support-lead, deadline: 30m}
+    on_timeout: deny
+"""
 REFUND = {"action": "refund.issue", "summary": "Refund order A-9", "context": {"order": "A-9"}}
 
 
 @pytest.fixture
 def story(bot, maria, carol, sam):
-    """Six requests raised at once. Refunds (customer-urgent, SLA 15m): sam
+    """Six requests raised at once. Refunds (customer-urgent, SLA 15m, deadline 30m): sam
     approves one at 5m, denies one at 20m (late), the third times out.
     Invoices (internal, SLA 2h): maria approves one at 10m, the CFO approves
     an escalated one at 40m, the third waits with the CFO."""
+    # A 30-minute deadline on a 15-minute SLA, so that a person can decide
+    # after the SLA: at the deadline the engine acts first.
+    apply_documents(load_yaml(SLOW_REFUNDS), author="tests")
     start = timezone.now().replace(hour=8, minute=0, second=0, microsecond=0)
     with time_machine.travel(start, tick=False) as clock:
 
@@ -42,9 +58,9 @@ def story(bot, maria, carol, sam):
         assert decide(maria, i1, "approve").status_code == 200
         clock.move_to(start + timedelta(minutes=20))
         assert decide(sam, r2, "deny", reason="fraud").status_code == 200
-        assert escalation.sweep().finished == 1
         clock.move_to(start + timedelta(minutes=31))
-        assert escalation.sweep().escalated == 2
+        swept = escalation.sweep()
+        assert (swept.escalated, swept.finished) == (2, 1)
         clock.move_to(start + timedelta(minutes=40))
         assert decide(carol, i2, "approve").status_code == 200
     return start + timedelta(hours=2, minutes=10)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from approvals.api.authentication import ReviewerTokenAuthentication
 from approvals.audit_export import ExportError, Filters, lines
 
 CONTENT_TYPES = {"jsonl": "application/jsonl; charset=utf-8", "csv": "text/csv; charset=utf-8"}
@@ -25,7 +26,7 @@ class MayViewAudit(BasePermission):
 
 
 class AuditExportView(APIView):
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [ReviewerTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated, MayViewAudit]
 
     def perform_content_negotiation(self, request, force=False):
