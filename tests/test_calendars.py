@@ -254,12 +254,13 @@ def test_the_inbox_says_when_a_paused_deadline_resumes(office, bot, users, clien
 
 
 def test_a_decision_within_the_sla_in_open_hours_meets_it(office, bot, maria):
-    # Raised Friday 17:00, decided Monday 10:00: 30 + 60 open minutes < 2h.
-    request = raise_invoice(bot, berlin(2026, 11, 27, 17, 0))
-    with time_machine.travel(berlin(2026, 11, 30, 10, 0), tick=False):
-        decide(maria, str(request.pk), "deny", reason="duplicate")
+    # Raised Friday 17:10, decided Monday 09:05 (the level's 30 open minutes end
+    # at 09:10): 20 + 5 open minutes, well within the 2h SLA.
+    request = raise_invoice(bot, berlin(2026, 11, 27, 17, 10))
+    with time_machine.travel(berlin(2026, 11, 30, 9, 5), tick=False):
+        assert decide(maria, str(request.pk), "deny", reason="duplicate").status_code == 200
     request.refresh_from_db()
-    assert (request.decision_seconds, request.sla_met) == (5400, True)
+    assert (request.decision_seconds, request.sla_met) == (1500, True)
     stat = DecisionStat.objects.get()
     assert (stat.action_class, stat.role, stat.outcome, stat.sla) == (
         "internal", "finance-manager", "denied", "met",

@@ -121,5 +121,8 @@ def test_simulation_shows_the_same_warnings(users, staff_client):
 def staff_client(users):
     from tests.conftest import reviewer_client
 
+    from django.contrib.auth.models import Permission
+
     admin = get_user_model().objects.create_user("ada", "ada@example.com", "pw", is_staff=True)
+    admin.user_permissions.add(Permission.objects.get(codename="view_policy"))
     return reviewer_client(admin)
