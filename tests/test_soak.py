@@ -1,0 +1,38 @@
+"""The short soak: everything that misbehaves at once, on real processes
+(bench/soak.py --quick, in a database of its own), and the promise still holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_nobody_stalls_anyone_else(tmp_path):
+    figures_file = tmp_path / "soak.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
+    env["DATABASE_URL"] = env.get(
+        "SOAK_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/countersign_soak_test"
+    )
+    run = subprocess.run(
+        [sys.executable, "bench/soak.py", "--quick", "--json", str(figures_file)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert figures_file.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    figures = json.loads(figures_file.read_text())
+
+    assert figures["server_errors"] == 0, figures["server_error_samples"]
+    assert figures["lateness_outside_faults_s"]["max"] < 2.0
+    assert figures["pending_past_deadline"] == 0
+    assert figures["callbacks_lost"] == 0 and figures["callbacks_doubled"] == 0
+    assert set(figures["terminal_webhook_ids_per_request"]) == {"1"}
+    assert figures["waits"]["answered"] == figures["waits"]["held"] > 0
+    assert figures["verify_audit"]["ok"], figures["verify_audit"]["output"]
+    assert run.returncode == 0, run.stdout[-3000:]
