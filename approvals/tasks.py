@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from approvals import callbacks, escalation, notifications
+from approvals import audit, callbacks, escalation, notifications
 
 
 @shared_task(name="approvals.tasks.sweep")
@@ -31,6 +31,13 @@ def set_deadline_timers() -> int:
     for request_id, level, due_at in soon:
         fire_deadline.apply_async(args=[str(request_id), level, due_at.isoformat()], eta=due_at)
     return len(soon)
+
+
+@shared_task(name="approvals.tasks.seal_audit")
+def seal_audit() -> int:
+    """Seal the requests created in the last window (approvals.audit.seal)."""
+    sealed = audit.seal()
+    return sealed.requests if sealed else 0
 
 
 @shared_task(name="approvals.tasks.send_notification")

@@ -172,6 +172,10 @@ APPROVALS_ALLOW_PRIVATE_CALLBACKS = env_bool("APPROVALS_ALLOW_PRIVATE_CALLBACKS"
 # a key derived from SECRET_KEY is used, so changing SECRET_KEY then makes
 # verify_audit report every event: production sets AUDIT_KEY (README, Security).
 AUDIT_KEY = env_str("AUDIT_KEY", "")
+# Beat seals the requests created up to AUDIT_SEAL_LAG_SECONDS ago (longer than
+# any create transaction) every AUDIT_SEAL_SECONDS; see approvals.audit.seal.
+AUDIT_SEAL_SECONDS = float(env_str("AUDIT_SEAL_SECONDS", "60"))
+AUDIT_SEAL_LAG_SECONDS = float(env_str("AUDIT_SEAL_LAG_SECONDS", "300"))
 
 # Reviewers' API tokens (approvals.tokens) expire after this many days.
 APPROVALS_TOKEN_DAYS = float(env_str("APPROVALS_TOKEN_DAYS", "90"))
@@ -250,6 +254,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "approvals.tasks.sweep_callbacks",
         "schedule": 1.0,
         "options": {"expires": 5.0},
+    },
+    "seal-audit": {
+        "task": "approvals.tasks.seal_audit",
+        "schedule": AUDIT_SEAL_SECONDS,
+        "options": {"expires": 30.0},
     },
     "sweep-outboxes": {
         "task": "approvals.tasks.sweep_outboxes",
