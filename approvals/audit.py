@@ -290,10 +290,8 @@ def verify(summary: Summary | None = None) -> Iterator[Breach]:
     a request row that disagrees with its chain, a request missing."""
     summary = summary if summary is not None else Summary()
     key = audit_key()
-    requests = ApprovalRequest.objects.select_related("owner_role").order_by("created_at", "id")
-    for request in requests.iterator(chunk_size=500):
+    for request, events in _requests_with_events():
         summary.requests += 1
-        events = list(AuditEvent.objects.filter(request_id=request.pk).order_by("seq"))
         summary.events += len(events)
         breach = _check_chain(str(request.pk), events, key, (request.audit_seq, request.audit_head))
         breach = breach or _check_row(request, events)
@@ -312,6 +310,30 @@ def verify(summary: Summary | None = None) -> Iterator[Breach]:
     )
     if breach is not None:
         yield breach
+
+
+def _requests_with_events(batch: int = 500) -> Iterator[tuple[ApprovalRequest, list[AuditEvent]]]:
+    """Every request with its events, a batch of requests per query (memory
+    stays bounded by the batch, not the trail)."""
+    requests = ApprovalRequest.objects.select_related("owner_role").order_by("created_at", "id")
+    chunk: list[ApprovalRequest] = []
+    for request in requests.iterator(chunk_size=batch):
+        chunk.append(request)
+        if len(chunk) == batch:
+            yield from _with_events(chunk)
+            chunk = []
+    yield from _with_events(chunk)
+
+
+def _with_events(
+    chunk: list[ApprovalRequest],
+) -> Iterator[tuple[ApprovalRequest, list[AuditEvent]]]:
+    events: dict = {request.pk: [] for request in chunk}
+    rows = AuditEvent.objects.filter(request_id__in=list(events)).order_by("request_id", "seq")
+    for event in rows:
+        events[event.request_id].append(event)
+    for request in chunk:
+        yield request, events[request.pk]
 
 
 def _check_seals(key: bytes, summary: Summary) -> Breach | None:
