@@ -12,14 +12,16 @@ What protects what:
   migration), so changing history needs the database owner's rights;
 - whoever has those rights still cannot rewrite an event without the key: the
   HMAC no longer matches;
-- deleting a whole request with its events leaves a gap in the request ledger:
-  each ``created`` event carries the request's number, and the ledger
-  (``AuditHead`` "requests") counts them;
+- deleting a whole request with its events no longer adds up to its seal:
+  every minute beat seals the requests created in a window old enough that
+  no create can still be open in it (their count and a digest of their ids,
+  chained by HMAC), without any lock that creates would wait on;
 - each request row is compared with its chain (status, decision, payloads).
 
-What the database alone cannot show: history truncated at its newest end
-together with the heads. ``verify_audit`` prints the heads; an operator who
-records them elsewhere from time to time anchors the trail up to then.
+What the database alone cannot show: requests deleted before their window is
+sealed, and history truncated at its newest end together with the heads.
+``verify_audit`` prints the heads; an operator who records them elsewhere from
+time to time anchors the trail up to then.
 """
 
 from __future__ import annotations
@@ -28,17 +30,17 @@ import hashlib
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from approvals.canonical import canonical_json, sha256_hex
-from approvals.models import TERMINAL, ApprovalRequest, AuditEvent, AuditHead
+from approvals.models import TERMINAL, ApprovalRequest, AuditEvent, AuditHead, AuditSeal
 
 CONFIG_CHAIN = "config"
-REQUEST_LEDGER = "requests"
+SEAL_CHAIN = "seals"
 
 
 def record(
@@ -69,10 +71,9 @@ def record(
 
 
 def _created_data(request: ApprovalRequest) -> dict:
-    """What the ``created`` event pins: the body as received and the
-    request's number in the ledger, so a deleted request leaves a gap."""
+    """What the ``created`` event pins: the body as received, so the row can
+    be checked against it."""
     return {
-        "number": _advance(REQUEST_LEDGER)[0],
         "body_sha256": request.body_sha256,
         "payload_sha256": sha256_hex(request.payload),
         "requester_sha256": sha256_hex(request.requester),
@@ -83,8 +84,8 @@ def _created_data(request: ApprovalRequest) -> dict:
 def _advance(name: str) -> tuple[int, str]:
     """Take the next number of chain ``name``: returns (seq, previous head).
 
-    The row lock is held until the caller's transaction commits; creates
-    queue here for the few statements left in their transactions.
+    The row lock is held until the caller's transaction commits: only
+    configuration changes and the seals take it, never a request's events.
     """
     row = AuditHead.objects.select_for_update().filter(name=name).first()
     if row is None:  # the first event ever (or a flushed test database)
@@ -169,6 +170,58 @@ def record_config(
     return event
 
 
+def seal(now: datetime | None = None) -> AuditSeal | None:
+    """Seal the requests created since the last seal, up to ``AUDIT_SEAL_LAG_SECONDS``
+    ago (older than any create still open); None when there is nothing new."""
+    now = now or timezone.now()
+    upto = now - timedelta(seconds=settings.AUDIT_SEAL_LAG_SECONDS)
+    with transaction.atomic():
+        seq, prev_hash = _advance(SEAL_CHAIN)  # one sealer at a time
+        last = AuditSeal.objects.order_by("-seq").first()
+        since = last.upto if last else None
+        if since is not None and upto <= since:
+            transaction.set_rollback(True)
+            return None
+        count, digest = window_digest(since, upto)
+        if count == 0:  # nothing to seal: the next seal's window starts where this one did
+            transaction.set_rollback(True)
+            return None
+        sealed = AuditSeal(
+            seq=seq, at=now, since=since, upto=upto, requests=count, digest=digest,
+            prev_hash=prev_hash,
+        )  # fmt: skip
+        sealed.hash = seal_hash(sealed)
+        sealed.save(force_insert=True)
+        AuditHead.objects.filter(name=SEAL_CHAIN).update(head=sealed.hash)
+    return sealed
+
+
+def window_digest(since: datetime | None, upto: datetime) -> tuple[int, str]:
+    """How many requests have a ``created`` event in (since, upto], and a
+    digest of their ids (read through the events' time index)."""
+    created = AuditEvent.objects.filter(kind="created", request__isnull=False, at__lte=upto)
+    if since is not None:
+        created = created.filter(at__gt=since)
+    digest, count = hashlib.sha256(), 0
+    for request_id in created.order_by("request_id").values_list("request_id", flat=True):
+        digest.update(f"{request_id}\n".encode())
+        count += 1
+    return count, digest.hexdigest()
+
+
+def seal_hash(sealed: AuditSeal, key: bytes | None = None) -> str:
+    content = {
+        "seq": sealed.seq,
+        "at": sealed.at.astimezone(UTC).isoformat(),
+        "since": sealed.since.astimezone(UTC).isoformat() if sealed.since else None,
+        "upto": sealed.upto.astimezone(UTC).isoformat(),
+        "requests": sealed.requests,
+        "digest": sealed.digest,
+        "prev_hash": sealed.prev_hash,
+    }
+    return hmac.new(key or audit_key(), canonical_json(content), hashlib.sha256).hexdigest()
+
+
 def user_actor(user) -> dict:
     return {"user": user.get_username()}
 
@@ -227,6 +280,9 @@ class Summary:
     requests: int = 0
     config_events: int = 0
     config_head: str = ""
+    seals: int = 0
+    sealed_upto: datetime | None = None
+    seal_head: str = ""
 
 
 def verify(summary: Summary | None = None) -> Iterator[Breach]:
@@ -234,27 +290,16 @@ def verify(summary: Summary | None = None) -> Iterator[Breach]:
     a request row that disagrees with its chain, a request missing."""
     summary = summary if summary is not None else Summary()
     key = audit_key()
-    seen = bytearray()  # bit n: the request numbered n has a created event
-    requests = ApprovalRequest.objects.select_related("owner_role").order_by("created_at", "id")
-    for request in requests.iterator(chunk_size=500):
+    for request, events in _requests_with_events():
         summary.requests += 1
-        events = list(AuditEvent.objects.filter(request_id=request.pk).order_by("seq"))
         summary.events += len(events)
         breach = _check_chain(str(request.pk), events, key, (request.audit_seq, request.audit_head))
         breach = breach or _check_row(request, events)
         if breach is not None:
             yield breach
-            continue
-        number = events[0].data.get("number")
-        if isinstance(number, int) and number > 0:
-            if len(seen) <= number // 8:
-                seen.extend(bytes(number // 8 + 1 - len(seen)))
-            seen[number // 8] |= 1 << (number % 8)
-    ledger = AuditHead.objects.filter(name=REQUEST_LEDGER).first()
-    for number in range(1, (ledger.seq if ledger else 0) + 1):
-        if number // 8 >= len(seen) or not seen[number // 8] & (1 << (number % 8)):
-            yield Breach("", number, f"request number {number} of the ledger is missing")
-            break
+    breach = _check_seals(key, summary)
+    if breach is not None:
+        yield breach
     config = list(AuditEvent.objects.filter(request__isnull=True).order_by("seq"))
     summary.events += len(config)
     summary.config_events = len(config)
@@ -265,6 +310,63 @@ def verify(summary: Summary | None = None) -> Iterator[Breach]:
     )
     if breach is not None:
         yield breach
+
+
+def _requests_with_events(batch: int = 500) -> Iterator[tuple[ApprovalRequest, list[AuditEvent]]]:
+    """Every request with its events, a batch of requests per query (memory
+    stays bounded by the batch, not the trail)."""
+    requests = ApprovalRequest.objects.select_related("owner_role").order_by("created_at", "id")
+    chunk: list[ApprovalRequest] = []
+    for request in requests.iterator(chunk_size=batch):
+        chunk.append(request)
+        if len(chunk) == batch:
+            yield from _with_events(chunk)
+            chunk = []
+    yield from _with_events(chunk)
+
+
+def _with_events(
+    chunk: list[ApprovalRequest],
+) -> Iterator[tuple[ApprovalRequest, list[AuditEvent]]]:
+    events: dict = {request.pk: [] for request in chunk}
+    rows = AuditEvent.objects.filter(request_id__in=list(events)).order_by("request_id", "seq")
+    for event in rows:
+        events[event.request_id].append(event)
+    for request in chunk:
+        yield request, events[request.pk]
+
+
+def _check_seals(key: bytes, summary: Summary) -> Breach | None:
+    """Each seal's window must still hold the requests it sealed, and only them."""
+    previous, expected_seq, last = "", 1, None
+    for sealed in AuditSeal.objects.order_by("seq").iterator(chunk_size=500):
+        name = "(seals)"
+        if sealed.seq != expected_seq:
+            return Breach(name, expected_seq, "seal missing from the chain")
+        if sealed.prev_hash != previous:
+            return Breach(name, sealed.seq, "seal does not follow the previous one")
+        if not hmac.compare_digest(seal_hash(sealed, key), sealed.hash):
+            return Breach(name, sealed.seq, "seal altered after it was written")
+        count, digest = window_digest(sealed.since, sealed.upto)
+        ids = AuditEvent.objects.filter(kind="created", request__isnull=False, at__lte=sealed.upto)
+        if sealed.since is not None:
+            ids = ids.filter(at__gt=sealed.since)
+        rows = ApprovalRequest.objects.filter(pk__in=ids.values("request_id")).count()
+        if (count, digest) != (sealed.requests, sealed.digest) or rows != count:
+            return Breach(
+                name,
+                sealed.seq,
+                f"the requests created up to {sealed.upto.isoformat()} do not match their seal "
+                f"({sealed.requests} sealed, {rows} there now): deleted or added",
+            )
+        previous, expected_seq, last = sealed.hash, expected_seq + 1, sealed
+    head = AuditHead.objects.filter(name=SEAL_CHAIN).first()
+    if (expected_seq - 1, previous) != ((head.seq, head.head) if head else (0, "")):
+        return Breach("(seals)", expected_seq - 1 or None, "latest seal(s) missing")
+    summary.seals = expected_seq - 1
+    summary.sealed_upto = last.upto if last else None
+    summary.seal_head = previous
+    return None
 
 
 def _check_chain(

@@ -27,6 +27,7 @@ FIRE_DEADLINE = "approvals.tasks.fire_deadline"
 SET_DEADLINE_TIMERS = "approvals.tasks.set_deadline_timers"
 SWEEP_OUTBOXES = "approvals.tasks.sweep_outboxes"
 SWEEP_CALLBACKS = "approvals.tasks.sweep_callbacks"
+SEAL_AUDIT = "approvals.tasks.seal_audit"
 SEND_NOTIFICATION = "approvals.tasks.send_notification"
 DELIVER_CALLBACK = "approvals.tasks.deliver_callback"
 
@@ -38,6 +39,7 @@ LANE = {
     # The callback sweep only reads the database and enqueues: it belongs with
     # the engine, so retries are handed out even while every sender is busy.
     SWEEP_CALLBACKS: ENGINE,
+    SEAL_AUDIT: ENGINE,
     SEND_NOTIFICATION: NOTIFICATIONS,
     DELIVER_CALLBACK: CALLBACKS,
 }

@@ -391,7 +391,7 @@ class AuditEvent(models.Model):
 
 class AuditHead(models.Model):
     """The head of a chain that spans requests (see approvals.audit): the
-    configuration chain, and the ledger that numbers every request created."""
+    configuration chain and the chain of seals."""
 
     name = models.CharField(max_length=20, primary_key=True)
     seq = models.PositiveBigIntegerField(default=0)
@@ -399,6 +399,27 @@ class AuditHead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} #{self.seq}"
+
+
+class AuditSeal(models.Model):
+    """Which requests were created in a window of time, sealed (approvals.audit).
+
+    Beat seals each window once it is older than any create transaction;
+    a request deleted afterwards, with all its events, no longer adds up to
+    its seal. Seals are chained by HMAC and append-only like audit events.
+    """
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    at = models.DateTimeField()
+    since = models.DateTimeField(null=True, blank=True)  # exclusive; None: from the start
+    upto = models.DateTimeField()  # inclusive
+    requests = models.PositiveIntegerField()
+    digest = models.CharField(max_length=64)  # SHA-256 of the sorted request ids
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"seal #{self.seq} ({self.requests} requests up to {self.upto:%Y-%m-%d %H:%M:%S})"
 
 
 class Ticket(models.Model):

@@ -11,7 +11,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from approvals import callbacks, escalation, lanes, notifications
+from approvals import audit, callbacks, escalation, lanes, notifications
 
 
 @shared_task(name=lanes.SWEEP)
@@ -34,6 +34,13 @@ def set_deadline_timers() -> int:
     for request_id, level, due_at in soon:
         fire_deadline.apply_async(args=[str(request_id), level, due_at.isoformat()], eta=due_at)
     return len(soon)
+
+
+@shared_task(name=lanes.SEAL_AUDIT)
+def seal_audit() -> int:
+    """Seal the requests created in the last window (approvals.audit.seal)."""
+    sealed = audit.seal()
+    return sealed.requests if sealed else 0
 
 
 # Each channel bounds its own sends (10 s each); the notification's lease is 60 s.

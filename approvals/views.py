@@ -135,6 +135,7 @@ def _render_request(
         "chain": _chain(approval),
         "may_decide": may_decide,
         "is_member": approval.owner_role.name in my_roles,
+        "is_requester": approval.is_for(request.user),
         "ticket": Ticket.objects.filter(request=approval).prefetch_related("notes__author").first(),
         "error": error,
         "payload_json": json.dumps(approval.payload, indent=2, ensure_ascii=False),

@@ -186,6 +186,10 @@ APPROVALS_ALLOW_PRIVATE_CALLBACKS = env_bool("APPROVALS_ALLOW_PRIVATE_CALLBACKS"
 # a key derived from SECRET_KEY is used, so changing SECRET_KEY then makes
 # verify_audit report every event: production sets AUDIT_KEY (README, Security).
 AUDIT_KEY = env_str("AUDIT_KEY", "")
+# Beat seals the requests created up to AUDIT_SEAL_LAG_SECONDS ago (longer than
+# any create transaction) every AUDIT_SEAL_SECONDS; see approvals.audit.seal.
+AUDIT_SEAL_SECONDS = float(env_str("AUDIT_SEAL_SECONDS", "60"))
+AUDIT_SEAL_LAG_SECONDS = float(env_str("AUDIT_SEAL_LAG_SECONDS", "300"))
 
 # Reviewers' API tokens (approvals.tokens) expire after this many days.
 APPROVALS_TOKEN_DAYS = float(env_str("APPROVALS_TOKEN_DAYS", "90"))
@@ -279,6 +283,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": lanes.SWEEP_CALLBACKS,
         "schedule": 1.0,
         "options": {"expires": 5.0},
+    },
+    "seal-audit": {
+        "task": lanes.SEAL_AUDIT,
+        "schedule": AUDIT_SEAL_SECONDS,
+        "options": {"expires": 30.0},
     },
     "sweep-outboxes": {
         "task": lanes.SWEEP_OUTBOXES,

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
+from approvals import audit
 from approvals.agents import rotate_signing_secret
 from approvals.canonical import canonical_json
-from approvals.models import ApprovalRequest, AuditEvent
+from approvals.models import ApprovalRequest, AuditEvent, AuditSeal
 from tests.conftest import INVOICE, decide
 
 
@@ -112,12 +116,29 @@ def test_a_deleted_middle_event_is_reported(maria, tom, invoice):
         verify()
 
 
+def seal_everything():
+    """Seal as beat would once the lag has passed for every request so far."""
+    later = timezone.now() + timedelta(seconds=settings.AUDIT_SEAL_LAG_SECONDS)
+    return audit.seal(now=later)
+
+
+def test_beat_seals_each_window_once(bot, invoice):
+    assert audit.seal() is None  # too recent: a create could still be open in that window
+    sealed = seal_everything()
+    assert sealed.requests == 1
+    assert seal_everything() is None  # nothing new
+    bot.post("/api/v1/requests", {**INVOICE, "summary": "another"}, format="json")
+    assert seal_everything().requests == 1
+    assert "seals: 2" in verify()
+
+
 # Committed rows: PostgreSQL checks the rows' foreign keys when they are
 # inserted, not at the end of a test transaction after the deletion.
 @pytest.mark.django_db(transaction=True)
 def test_a_request_deleted_with_all_its_events_is_reported(bot, invoice):
     second = bot.post("/api/v1/requests", {**INVOICE, "summary": "another"}, format="json")
     assert second.status_code == 201
+    seal_everything()
     assert "requests: 2;" in verify()
     with as_database_owner():
         for relation in ApprovalRequest._meta.related_objects:
@@ -125,7 +146,15 @@ def test_a_request_deleted_with_all_its_events_is_reported(bot, invoice):
             sql(f"DELETE FROM {table} WHERE {column} = %s", invoice["id"])
         sql("DELETE FROM approvals_approvalrequest WHERE id = %s", invoice["id"])
 
-    with pytest.raises(CommandError, match="request number 1 of the ledger is missing"):
+    with pytest.raises(CommandError, match=r"seals, event #1: .* do not match their seal"):
+        verify()
+
+
+def test_an_edited_seal_is_reported(invoice):
+    seal_everything()
+    with as_database_owner():
+        AuditSeal.objects.update(requests=0)
+    with pytest.raises(CommandError, match="seal altered"):
         verify()
 
 
@@ -163,7 +192,6 @@ def test_the_created_event_records_the_bodys_sha256(invoice):
         == row.body_sha256
         == hashlib.sha256(canonical_json(INVOICE)).hexdigest()
     )
-    assert created.data["number"] == 1
 
 
 def config_events(kind: str) -> list[AuditEvent]:
@@ -210,7 +238,7 @@ def test_an_edited_configuration_event_is_reported(agent):
     with as_database_owner():
         AuditEvent.objects.filter(kind="agent_secret_rotated").update(actor={"user": "alice"})
 
-    with pytest.raises(CommandError, match=r"\(configuration\), event #\d+: content altered"):
+    with pytest.raises(CommandError, match=r"broken: configuration, event #\d+: content altered"):
         verify()
 
 

@@ -119,9 +119,9 @@ def test_simulation_shows_the_same_warnings(users, staff_client):
 
 @pytest.fixture
 def staff_client(users):
-    from tests.conftest import reviewer_client
-
     from django.contrib.auth.models import Permission
+
+    from tests.conftest import reviewer_client
 
     admin = get_user_model().objects.create_user("ada", "ada@example.com", "pw", is_staff=True)
     admin.user_permissions.add(Permission.objects.get(codename="view_policy"))

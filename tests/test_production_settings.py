@@ -20,7 +20,8 @@ def production(tmp_path, script: list[str], **env) -> subprocess.CompletedProces
     environ = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("DJANGO_SETTINGS_MODULE", "DEBUG", "HTTPS")
+        # (Playwright sets DJANGO_ALLOW_ASYNC_UNSAFE in this process for the browser tests.)
+        if key not in ("DJANGO_SETTINGS_MODULE", "DEBUG", "HTTPS", "DJANGO_ALLOW_ASYNC_UNSAFE")
     }
     environ.update(
         DJANGO_SETTINGS_MODULE="approvals_site.settings",

@@ -154,3 +154,12 @@ def test_the_admin_simulation_hides_them_too(config):
     text = page.content.decode()
     assert "Routed by a policy you may not view" in text
     assert "support-lead" not in text
+
+
+def test_the_request_page_offers_the_requester_neither_approve_nor_claim(bot, users):
+    created = create(bot, {**INVOICE, "requester": {"on_behalf_of": "Maria"}})
+    own = browser("maria").get(f"/requests/{created['id']}").content.decode()
+    assert 'id="approve"' not in own and ">Claim<" not in own
+    assert 'id="deny"' in own and "Requested on your behalf" in own
+    colleague = browser("tom").get(f"/requests/{created['id']}").content.decode()
+    assert 'id="approve"' in colleague and ">Claim<" in colleague

@@ -58,7 +58,7 @@ def _backfill_rollups(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('approvals', '0004_on_behalf_of_user'),
+        ('approvals', '0004_audit_seals'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

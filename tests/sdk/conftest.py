@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from approvals.agents import create_agent
+from approvals.tokens import issue_token
 from policies.config import apply_documents, load_yaml
 from tests.conftest import CONFIG, _use_broker
 from tests.processes import Processes, RedisServer, free_port, wait_for
@@ -151,7 +151,7 @@ def world(countersign_server, transactional_db) -> World:
     bot = create_agent("sdk-bot")
     narrow = create_agent("narrow-bot", actions=["refund.*"])
     tokens = {
-        name: Token.objects.get_or_create(user=users.objects.get(username=name))[0].key
+        name: issue_token(users.objects.get(username=name))
         for name in ("maria", "tom", "carol", "sam", "olivia")
     }
     return World(
