@@ -42,7 +42,7 @@ def main() -> None:
     redis = RedisServer(logs)
     redis.start()
     os.environ["REDIS_URL"] = redis.url
-    app.conf.broker_url = redis.url
+    app.conf["CELERY_BROKER_URL"] = redis.url  # the settings' name (celery 5.6)
     db = connection.settings_dict
     env = dict(os.environ)
     env.update(
