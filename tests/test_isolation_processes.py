@@ -12,7 +12,7 @@ import time
 import pytest
 
 from approvals.agents import create_agent
-from approvals.models import ApprovalRequest, AuditEvent, Delivery
+from approvals.models import ApprovalRequest, AuditEvent, Delivery, DeliveryAttempt
 from policies.config import apply_documents, load_yaml
 from tests.conftest import INVOICE, agent_client, decide
 from tests.hostile import HostileReceiver
@@ -81,6 +81,13 @@ def check_isolation(processes, bot, maria, config) -> None:
         # All of it while the hostile receiver held its two connections, and no more.
         assert time.monotonic() - hostile_started < 10  # its attempts were not yet cut off
         assert len(hostile_receiver.requests) == 2
+
+        # Then the worker cuts those two attempts off at the 10 s timeout, and logs them.
+        cut = DeliveryAttempt.objects.filter(delivery__agent=hostile.agent)
+        wait_for(lambda: cut.count() == 2, timeout=15, what="the hostile attempts to be cut off")
+        for attempt in cut:
+            assert attempt.error == "Timeout: no complete answer within 10 s"
+            assert 10_000 <= attempt.latency_ms < 11_000
     hostile_deliveries = Delivery.objects.filter(agent=hostile.agent)
     assert hostile_deliveries.count() == HOSTILE_DELIVERIES  # deferred, none dropped
     assert set(hostile_deliveries.values_list("status", flat=True)) == {"pending"}
