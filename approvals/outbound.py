@@ -153,43 +153,58 @@ class _Watchdog:
         self._wakeup = threading.Condition()
         self._heap: list[tuple[float, int, socket.socket]] = []
         self._cancelled: set[int] = set()
+        self._pending: set[int] = set()
         self._numbers = itertools.count()
         self._pid = 0
 
+    def _start(self) -> None:
+        """First use in this process, or in a child forked from it (where the
+        thread is gone and a lock may have been copied mid-use): start afresh."""
+        with _START_LOCK:
+            if self._pid == os.getpid():
+                return
+            self._wakeup = threading.Condition()
+            self._heap, self._cancelled, self._pending = [], set(), set()
+            threading.Thread(target=self._run, name="outbound-watchdog", daemon=True).start()
+            self._pid = os.getpid()
+
     def arm(self, deadline: float, sock: socket.socket) -> int:
+        if self._pid != os.getpid():
+            self._start()
         number = next(self._numbers)
         with self._wakeup:
-            if self._pid != os.getpid():  # first use in this process (or child)
-                self._pid = os.getpid()
-                self._heap, self._cancelled = [], set()
-                threading.Thread(target=self._run, name="outbound-watchdog", daemon=True).start()
             heapq.heappush(self._heap, (deadline, number, sock))
+            self._pending.add(number)
             if self._heap[0][1] == number:
                 self._wakeup.notify()
         return number
 
     def disarm(self, numbers: list[int]) -> None:
         with self._wakeup:
-            self._cancelled.update(numbers)
+            self._cancelled.update(n for n in numbers if n in self._pending)
 
     def _run(self) -> None:
         with self._wakeup:
             while True:
                 while self._heap and self._heap[0][1] in self._cancelled:
-                    self._cancelled.discard(heapq.heappop(self._heap)[1])
+                    number = heapq.heappop(self._heap)[1]
+                    self._cancelled.discard(number)
+                    self._pending.discard(number)
                 if not self._heap:
                     self._wakeup.wait()
                     continue
-                deadline, _, sock = self._heap[0]
+                deadline, number, sock = self._heap[0]
                 delay = deadline - time.monotonic()
                 if delay > 0:
                     self._wakeup.wait(delay)
                     continue
                 heapq.heappop(self._heap)
+                self._pending.discard(number)
                 with contextlib.suppress(OSError):  # already closed: the attempt is over
                     sock.shutdown(socket.SHUT_RDWR)
 
 
+_START_LOCK = threading.Lock()
 _WATCHDOG = _Watchdog()
 _attempt = threading.local()  # the current attempt's deadline and armed watches
 

@@ -2,7 +2,9 @@
 
 Run as many workers as you like and exactly one beat. With ``REDIS_URL`` the
 broker is Redis; without it, an embedded broker on local files under var/, so
-a demo needs nothing installed (and is still really asynchronous).
+a demo needs nothing installed (and is still really asynchronous). Tasks travel
+in three lanes (queues), declared in approvals/lanes.py and routed by the
+settings' CELERY_TASK_ROUTES.
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 and deliveries per second with one worker process.
 
     .venv/bin/python bench/callbacks.py [--decisions 200] [--deliveries 2000]
+        [--pool solo|threads] [--concurrency 16] [--agents 8]
 
-A real Celery worker (one process, solo pool) and beat on a Redis of the
-script's own deliver to a local HTTP/1.1 receiver; connections are pooled and
-kept alive between deliveries.
+A real Celery worker (one process: the solo pool, or threads sending
+concurrently) and beat on a Redis of the script's own deliver to a local
+HTTP/1.1 receiver; connections are pooled and kept alive between deliveries.
+The throughput deliveries are spread over ``--agents`` agents, as each agent
+has at most APPROVALS_CALLBACK_MAX_IN_FLIGHT_PER_AGENT attempts in flight.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=200)
     parser.add_argument("--deliveries", type=int, default=2000)
+    parser.add_argument("--pool", choices=["solo", "threads"], default="solo")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--agents", type=int, default=1)
     args = parser.parse_args()
     os.environ["APPROVALS_ALLOW_PRIVATE_CALLBACKS"] = "true"
     setup()
@@ -42,7 +48,7 @@ def main() -> None:
     redis = RedisServer(logs)
     redis.start()
     os.environ["REDIS_URL"] = redis.url
-    app.conf.broker_url = redis.url
+    app.conf["CELERY_BROKER_URL"] = redis.url  # the settings' name (celery 5.6)
     db = connection.settings_dict
     env = dict(os.environ)
     env.update(
@@ -54,7 +60,8 @@ def main() -> None:
     with Receiver() as receiver:
         agent = create_agent("bench", callback_url=receiver.url).agent
         try:
-            processes.worker()
+            pool = ["--pool=threads", f"--concurrency={args.concurrency}"]
+            processes.worker("worker", *(pool if args.pool == "threads" else ["--pool=solo"]))
             processes.beat()
             wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker")
 
@@ -82,11 +89,15 @@ def main() -> None:
             # 2. Throughput: many deliveries queued at once, one worker process.
             receiver.received.clear()
             request = created
+            agents = [agent] + [
+                create_agent(f"bench-{n}", callback_url=receiver.url).agent
+                for n in range(1, args.agents)
+            ]
             rows = [
                 Delivery(
                     webhook_id=f"msg_bench_{n}",
                     request=request,
-                    agent=agent,
+                    agent=agents[n % len(agents)],
                     event_type="approval.approved",
                     url=receiver.url,
                     body='{"type":"bench"}',
@@ -115,8 +126,9 @@ def main() -> None:
                 timeout=600, what="all deliveries", every=0.2,
             )  # fmt: skip
             elapsed = time.monotonic() - started
+            how = "solo pool" if args.pool == "solo" else f"{args.concurrency} threads"
             print(
-                f"throughput, one worker process (solo pool), keep-alive: "
+                f"throughput, one worker process ({how}, {args.agents} agents), keep-alive: "
                 f"{len(ids)} deliveries in {elapsed:.1f} s = {len(ids) / elapsed:.0f}/s"
             )
         finally:

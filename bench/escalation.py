@@ -119,7 +119,7 @@ def lag_run(*, timers: bool, count: int = 1000, spread: float = 20.0) -> None:
         if timers:  # what beat's next set-deadline-timers run does
             from approvals_site.celery import app
 
-            app.conf.broker_url = redis.url
+            app.conf["CELERY_BROKER_URL"] = redis.url  # the settings' name (celery 5.6)
             app._pool, app.amqp._producer_pool = None, None  # made for the default broker
             app.send_task("approvals.tasks.set_deadline_timers")
         escalated = AuditEvent.objects.filter(request_id__in=ids, kind="escalated")

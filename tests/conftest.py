@@ -270,6 +270,8 @@ def processes(tmp_path, engine_env, redis_server):
 
 
 def _use_broker(app, url: str) -> None:
-    app.conf.broker_url = url
+    # The settings' own name: with celery 5.6 a change made as broker_url does
+    # not override CELERY_BROKER_URL read from the Django settings.
+    app.conf["CELERY_BROKER_URL"] = url
     app._pool = None  # the connection and producer pools were made for the old URL
     app.amqp._producer_pool = None

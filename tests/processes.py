@@ -51,10 +51,12 @@ class Processes:
         self.running[name] = process
         return process
 
-    def worker(self, name: str = "worker") -> subprocess.Popen:
+    def worker(self, name: str = "worker", *options: str) -> subprocess.Popen:
+        """A worker on every lane; ``options`` such as ``-Q engine`` or
+        ``--pool=threads --concurrency=4`` replace the one-process solo pool."""
         return self.start(
             name, sys.executable, "-m", "celery", "-A", "approvals_site", "worker",
-            "--pool=solo", "--loglevel=INFO", "-n", f"{name}@%h",
+            *(options or ("--pool=solo",)), "--loglevel=INFO", "-n", f"{name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         )  # fmt: skip
 

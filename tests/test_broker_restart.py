@@ -43,8 +43,9 @@ def test_workers_survive_a_redis_restart_and_the_deadline_fires(
     created = bot.post("/api/v1/requests", body, format="json").json()
     due_at = ApprovalRequest.objects.get(pk=created["id"]).due_at
     # A worker holds the precise timer for it (an unacknowledged ETA message).
+    timer = "approvals.tasks.fire_deadline["  # as in "Task <name>[<id>] received"
     wait_for(
-        lambda: "approvals.tasks.fire_deadline" in processes.log("engine") + processes.log("second"),
+        lambda: timer in processes.log("engine") + processes.log("second"),
         timeout=15, what="the deadline timer to be taken",
     )  # fmt: skip
 
