@@ -102,7 +102,7 @@ class ApprovalToolNode:
         for call in calls:
             gate = self.gates.get(call["name"])
             if gate is not None:
-                filed[call["id"]] = self._file(gate, call, config)
+                filed[call["id"] or ""] = self._file(gate, call, config)
         pending = [req for req in filed.values() if not req.is_terminal]
         if pending:
             # Nothing has run yet: on the re-run after resume, everything runs once.
@@ -125,9 +125,11 @@ class ApprovalToolNode:
                 if not req.is_terminal:
                     gate = self.gates[next(c["name"] for c in calls if c["id"] == call_id)]
                     filed[call_id] = self.client.requests.wait(req.id, timeout=gate.timeout)
-        return {self.messages_key: [self._run(call, filed.get(call["id"])) for call in calls]}
+        return {self.messages_key: [self._run(call, filed.get(call["id"] or "")) for call in calls]}
 
     def _file(self, gate: Gate, call: Mapping[str, Any], config: RunnableConfig) -> ApprovalRequest:
+        if not call.get("id"):
+            raise ValueError(f"a gated call of {call['name']} has no tool call id to key it by")
         args = dict(call["args"])
         fields = {"tool": call["name"], **args}
         summary = (
