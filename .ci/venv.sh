@@ -22,7 +22,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".${extra:+[$extra]}"
   if [ "$extra" = test ]; then
-    .venv/bin/python -m pip install --quiet -e "./sdk/python[langgraph,mcp,openai-agents]"
+    .venv/bin/python -m pip install --quiet -e "./sdk/python[langgraph,langchain,mcp,openai-agents]"
   fi
   touch "$stamp"
 fi

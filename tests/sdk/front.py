@@ -43,7 +43,7 @@ class Front:
                         self.send_header(name, value)
                     self.send_header("content-type", "application/json")
                     payload = b'{"code": "throttled", "detail": "Slow down."}'
-                    if status >= 500:
+                    if status >= 500 or status < 300:
                         payload = b"<html>bad gateway</html>"
                     self.send_header("content-length", str(len(payload)))
                     self.end_headers()

@@ -232,3 +232,35 @@ def test_the_models_have_exactly_the_schemas_fields(world):
     assert fields(Level) == set(schema["Level"]["properties"])
     assert fields(Ticket) == set(schema["TicketRef"]["properties"])
     assert fields(PolicyRef) == set(schema["PolicyRef"]["properties"])
+
+
+def test_the_async_client_does_the_same(world):
+    import asyncio
+
+    from countersign_sdk import AsyncCountersign
+
+    from tests.sdk.front import Front
+
+    async def run():
+        async with world.async_client() as cs:
+            req = await cs.requests.create(**INVOICE, idempotency_key="async:1")
+            assert (await cs.requests.create(**INVOICE, idempotency_key="async:1")).id == req.id
+            with pytest.raises(WaitTimeout):
+                await cs.requests.wait(req.id, timeout=1.2)
+            await asyncio.to_thread(world.decide, "maria", req.id, "approve")
+            assert (await cs.requests.find("async:1")).id == req.id
+            with pytest.raises(NotFoundError):
+                await cs.requests.get("00000000-0000-0000-0000-000000000000")
+            refund = await cs.requests.create(action="refund.x", summary="s")
+            assert (await cs.requests.cancel(refund)).status == "cancelled"
+        script = ["forward-and-drop", (429, {"Retry-After": "1"}), (503, {})]
+        with Front(world.url, script) as front:
+            async with AsyncCountersign(world.api_key, front.url, backoff=0.05) as cs:
+                await cs.requests.create(action="refund.y", summary="lost answer")
+                done = await cs.requests.wait(req.id, timeout=20)
+        return done
+
+    done = asyncio.run(run())
+    assert done.status == "approved" and done.decision.verify()
+    with world.client() as cs:
+        assert cs.requests.list(action="refund.y").count == 1  # the lost answer: one request

@@ -144,3 +144,23 @@ def test_keys_differ_per_thread_and_call_and_ignore_task_ids():
     assert approval_key(first, "call_1") != approval_key(first, "call_2")
     other_thread = {"configurable": {"thread_id": "u", "checkpoint_ns": "tools:1f0a-task"}}
     assert approval_key(first, "call_1") != approval_key(other_thread, "call_1")
+
+
+def test_parallel_gated_calls_are_decided_and_routed_each_on_its_own(world):
+    executed: list = []
+    with world.client() as cs:
+        calls = script(refund_call("call_a", amount=10.0), refund_call("call_b", amount=20.0))
+        graph = build(cs, calls, executed)
+        config, _ = start(graph, "thread-4")
+        ids = pending_requests(graph, config)
+        assert len(ids) == 2  # one interrupt carrying both requests
+        by_amount = {cs.requests.get(i).payload["amount"]: i for i in ids}
+        world.decide("sam", by_amount[20.0], "deny", reason="Too much")
+        world.decide("sam", by_amount[10.0], "approve")
+        state = graph.invoke(Command(resume=ids), config)
+        assert cs.requests.list().count == 2
+
+    messages = tool_messages(state)
+    assert executed == [("refund", "A-1", 10.0)]
+    assert messages["call_a"].content == "refunded 10.0 on A-1"
+    assert "denied by support-lead: Too much" in messages["call_b"].content

@@ -6,7 +6,7 @@ import contextlib
 import time
 
 import pytest
-from countersign_sdk import Countersign, ServerError, ThrottledError
+from countersign_sdk import APIError, Countersign, ServerError, ThrottledError
 
 from tests.conftest import INVOICE
 from tests.sdk.front import Front
@@ -72,3 +72,9 @@ def test_a_wait_through_a_throttling_front_still_returns_the_decision(world):
     with through_front(world, script, backoff=0.05) as (front, cs):
         assert cs.requests.wait(req.id, timeout=20).status == "approved"
         assert len(front.seen) == 3
+
+
+def test_a_2xx_that_is_not_json_is_an_error_not_a_half_read_answer(world):
+    with through_front(world, [(200, {})]) as (_, cs), pytest.raises(APIError) as error:
+        cs.requests.list()
+    assert error.value.code == "invalid_response"

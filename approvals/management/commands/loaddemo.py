@@ -166,12 +166,12 @@ class Command(BaseCommand):
                 # Through the engine's own steps, each just after its (moved) deadline,
                 # so the timeline reads as it would have: escalated, then expired.
                 for _ in range(len(body) + 10):  # bounded: a chain has a few levels
-                    request = ApprovalRequest.objects.select_related("owner_role", "agent")
-                    request = request.get(pk=result.request.pk)
+                    _move_deadline(result.request.pk, timezone.now() - timedelta(seconds=1))
+                    request = ApprovalRequest.objects.select_related("owner_role", "agent").get(
+                        pk=result.request.pk
+                    )
                     if request.status != Status.PENDING:
                         break
-                    _move_deadline(request.pk, timezone.now() - timedelta(seconds=1))
-                    request.refresh_from_db()
                     with transaction.atomic():
                         escalation.handle_due(request)
 

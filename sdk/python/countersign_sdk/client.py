@@ -66,6 +66,14 @@ def _error_from(response: httpx.Response) -> APIError:
     return error
 
 
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        # A proxy's HTML page, say: never hand the caller a half-understood answer.
+        raise APIError(response.status_code, "invalid_response", "the answer is not JSON") from None
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
@@ -212,7 +220,7 @@ class Countersign(_Base):
                     raise APIConnectionError(f"{method} {path}: {exc!r}") from exc
             else:
                 if response.is_success:
-                    return response.json()
+                    return _json(response)
                 if not _retryable(response) or attempt >= retries:
                     raise _error_from(response)
             time.sleep(self._delay(attempt, response))
@@ -387,7 +395,7 @@ class AsyncCountersign(_Base):
                     raise APIConnectionError(f"{method} {path}: {exc!r}") from exc
             else:
                 if response.is_success:
-                    return response.json()
+                    return _json(response)
                 if not _retryable(response) or attempt >= retries:
                     raise _error_from(response)
             await asyncio.sleep(self._delay(attempt, response))

@@ -102,7 +102,7 @@ class ApprovalToolNode:
         for call in calls:
             gate = self.gates.get(call["name"])
             if gate is not None:
-                filed[call["id"]] = self._file(gate, call, config)
+                filed[call["id"] or ""] = self._file(gate, call, config)
         pending = [req for req in filed.values() if not req.is_terminal]
         if pending:
             # Nothing has run yet: on the re-run after resume, everything runs once.
@@ -125,24 +125,10 @@ class ApprovalToolNode:
                 if not req.is_terminal:
                     gate = self.gates[next(c["name"] for c in calls if c["id"] == call_id)]
                     filed[call_id] = self.client.requests.wait(req.id, timeout=gate.timeout)
-        return {self.messages_key: [self._run(call, filed.get(call["id"])) for call in calls]}
+        return {self.messages_key: [self._run(call, filed.get(call["id"] or "")) for call in calls]}
 
     def _file(self, gate: Gate, call: Mapping[str, Any], config: RunnableConfig) -> ApprovalRequest:
-        args = dict(call["args"])
-        fields = {"tool": call["name"], **args}
-        summary = (
-            gate.summary(**args)
-            if callable(gate.summary)
-            else gate.summary.format_map(_Default(fields))
-        )
-        context = gate.context(**args) if callable(gate.context) else gate.context
-        return self.client.requests.create(
-            action=gate.action,
-            summary=summary,
-            context={"tool": call["name"], **dict(context or {})},
-            payload=args,
-            idempotency_key=approval_key(config, call["id"]),
-        )
+        return file_call(self.client, gate, call, config)
 
     def _run(self, call: Mapping[str, Any], request: ApprovalRequest | None) -> ToolMessage:
         tool = self.tools.get(call["name"])
@@ -155,7 +141,7 @@ class ApprovalToolNode:
         if request is not None:
             if request.status != "approved":
                 return ToolMessage(
-                    content=_refusal(request), tool_call_id=call["id"], name=call["name"],
+                    content=refusal(request), tool_call_id=call["id"], name=call["name"],
                     status="error", artifact={"countersign_request_id": request.id},
                 )  # fmt: skip
             assert request.decision is not None and request.decision.payload is not None
@@ -165,7 +151,30 @@ class ApprovalToolNode:
         return ToolMessage(content=_text(result), tool_call_id=call["id"], name=call["name"])
 
 
-def _refusal(request: ApprovalRequest) -> str:
+def file_call(
+    client: Countersign, gate: Gate, call: Mapping[str, Any], config: RunnableConfig
+) -> ApprovalRequest:
+    """File (or find again, on a re-run) the approval request for one tool call."""
+    if not call.get("id"):
+        raise ValueError(f"a gated call of {call['name']} has no tool call id to key it by")
+    args = dict(call["args"])
+    fields = {"tool": call["name"], **args}
+    if callable(gate.summary):
+        summary = gate.summary(**args)
+    else:
+        summary = gate.summary.format_map(_Default(fields))
+    context = gate.context(**args) if callable(gate.context) else gate.context
+    return client.requests.create(
+        action=gate.action,
+        summary=summary,
+        context={"tool": call["name"], **dict(context or {})},
+        payload=args,
+        idempotency_key=approval_key(config, call["id"]),
+    )
+
+
+def refusal(request: ApprovalRequest) -> str:
+    """What the model is told when a gated call is not approved."""
     decision = request.decision
     reason = decision.reason if decision and decision.reason else "no reason given"
     by = decision.by if decision else {}

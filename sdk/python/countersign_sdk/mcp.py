@@ -20,6 +20,7 @@ that retries the same call re-attaches to its request instead of asking twice.
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per long-poll
     server = build_server()
     if args.transport == "stdio":
         server.run("stdio")

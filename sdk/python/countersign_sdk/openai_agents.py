@@ -176,13 +176,14 @@ class _client:
     """The given client, or one from the environment closed after use."""
 
     def __init__(self, client: AsyncCountersign | None) -> None:
-        self.given, self.own = client, None
+        self.given = client
+        self.own: AsyncCountersign | None = None
 
     async def __aenter__(self) -> AsyncCountersign:
         if self.given is not None:
             return self.given
-        self.own = AsyncCountersign()
-        return self.own
+        own = self.own = AsyncCountersign()
+        return own
 
     async def __aexit__(self, *exc: object) -> None:
         if self.own is not None:

@@ -296,7 +296,7 @@ def flask_view(webhook: Webhook, handler: Callable[[WebhookEvent], object]) -> C
 
     def view() -> Any:
         try:
-            webhook.process(request.get_data(), request.headers, handler)
+            webhook.process(request.get_data(), dict(request.headers), handler)
         except WebhookVerificationError as exc:
             return str(exc), 400
         return "", 204
