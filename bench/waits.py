@@ -192,23 +192,27 @@ class Waiters:
             self.futures.append(asyncio.run_coroutine_threadsafe(self._wait(request_id), self.loop))
 
     async def _wait(self, request_id: str) -> None:
+        """Wait as an agent does: again on the same connection when a wait
+        ends with the request still pending."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(
-            f"GET /api/v1/requests/{request_id}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: Bearer {self.key}\r\n\r\n".encode()
-        )
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(
-            next(
-                line.split(b":", 1)[1]
+        while True:
+            writer.write(
+                f"GET /api/v1/requests/{request_id}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {self.key}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
                 for line in head.split(b"\r\n")
                 if line.lower().startswith(b"content-length:")
             )
-        )
-        body = json.loads(await reader.readexactly(length))
-        if body.get("status") == "approved":
-            self.answered[request_id] = time.monotonic()
+            body = json.loads(await reader.readexactly(length))
+            if body.get("status") == "approved":
+                self.answered[request_id] = time.monotonic()
+                break
+            if body.get("status") != "pending":
+                raise RuntimeError(f"wait: {head[:40]!r} {body}")
         writer.close()
 
 
