@@ -27,6 +27,7 @@ threads that close their connection after each check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -230,7 +231,8 @@ class LongPoll:
                 notified = notified or terminal
                 woken.set()
 
-            loop.call_soon_threadsafe(on_loop)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(on_loop)
 
         async def watch_disconnect() -> None:
             nonlocal gone
