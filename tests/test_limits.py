@@ -6,8 +6,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from approvals.api import throttling
-from approvals.api.throttling import FileStore, Rate
+from approvals.api.throttling import FileStore
 from approvals.models import Agent
+from approvals.rates import Rate
 from tests.conftest import INVOICE, agent_client, decide
 
 
