@@ -4,8 +4,10 @@
 processes. Each worker is one asyncio event loop (uvicorn's gunicorn worker)
 serving Django over ASGI: a ``?wait=N`` long-poll holds neither a thread nor a
 database connection while it waits, and the other views are Django's ordinary
-sync views, each run on a thread of its own for its duration. One process uses
-about one core (the GIL); see the README's "Processes" for measured sizing.
+sync views, each run on a thread of its own for its duration (Django gives
+every request its own thread-sensitive context), so sync views do run
+concurrently; one process still uses about one core (the GIL). See the
+README's "Processes" for measured sizing.
 """
 
 import os
@@ -13,8 +15,9 @@ import os
 wsgi_app = "approvals_site.asgi:application"
 worker_class = "uvicorn_worker.UvicornWorker"
 bind = ["127.0.0.1:8000"]
-# Two per core was the best create/decide throughput measured on 2 cores.
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
+# One per core: a process uses about one core (the GIL); more processes than
+# cores measured no faster on 2 cores (README, "Processes"). Waits need none.
+workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
 # With an event loop the heartbeat is never late because of a long wait:
 # a worker silent for this long is stuck for real and is restarted.
 timeout = 30

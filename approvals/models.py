@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals.api.throttling import validate_rate
+from approvals.rates import validate_rate
 from policies.business_hours import Calendar
 from policies.models import PolicyVersion, Role
 

@@ -3,12 +3,15 @@ agents and the escalation engine."""
 
 from __future__ import annotations
 
+from django.db import connection
 from django.utils import timezone
 
 from approvals import audit, outbox, sla
-from approvals.api.longpoll import notify_terminal
 from approvals.canonical import sha256_hex
 from approvals.models import ApprovalRequest, Status
+
+# approvals.api.longpoll LISTENs here to wake ?wait=N calls.
+TERMINAL_CHANNEL = "countersign_terminal"
 
 CALLBACK_TYPES: dict[str, str] = {
     Status.APPROVED: "approval.approved",
@@ -78,3 +81,11 @@ def finish(
 
 def queue_terminal_callback(request: ApprovalRequest) -> None:
     outbox.queue_callback(request, CALLBACK_TYPES[request.status])
+
+
+def notify_terminal(request_id) -> None:
+    """Inside the transaction that makes a request terminal: PostgreSQL
+    delivers the notification at commit, and drops it on rollback."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [TERMINAL_CHANNEL, str(request_id)])

@@ -3,6 +3,7 @@ long-polls, limits and keep-alive connections as an agent on the network sees th
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -228,3 +229,62 @@ def test_a_huge_declared_body_gets_413_and_connection_close(web):
     assert head.startswith(b"HTTP/1.1 413")
     assert b"connection: close" in head.lower()
     assert json.loads(body)["code"] == "too_large"
+
+
+def test_on_the_embedded_default_a_wait_still_ends_with_the_decision(tmp_path):
+    """SQLite, no Redis, two web processes: the wait checks its row instead of
+    being notified, and the limits live in a file both processes share."""
+    import subprocess
+
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL") and not key.startswith("PYTEST")
+    }
+    env.update(APPROVALS_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="approvals_site.settings")
+
+    def manage(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], env=env, capture_output=True, text=True,
+            timeout=300, check=True, cwd=Path(__file__).resolve().parent.parent,
+        ).stdout  # fmt: skip
+
+    manage("migrate", "-v0")
+    manage("loaddemo")
+    key = json.loads((tmp_path / "demo-agent.json").read_text())["api_key"]
+    token = manage("drf_create_token", "maria").split()[2]
+    port = free_port()
+    procs = Processes(tmp_path, env)
+    procs.start("web", sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2")
+    try:
+        wait_for(lambda: _answers(port), timeout=30, what="gunicorn on SQLite")
+        web = Server(port, 0, procs)
+        created, body = web.call("POST", "/api/v1/requests", key=key, body=INVOICE)
+        assert created.status == 201
+        answer: dict = {}
+
+        def wait():
+            _, found = web.call("GET", f"/api/v1/requests/{body['id']}?wait=20", key=key)
+            answer.update(status=found["status"], at=time.monotonic())
+
+        waiting = threading.Thread(target=wait)
+        waiting.start()
+        wait_for(lambda: _file_slots(tmp_path) == 1, timeout=10, what="the wait to be held")
+        deciding = time.monotonic()
+        decided, _ = web.call(
+            "POST", f"/api/v1/requests/{body['id']}/decision", token=token,
+            body={"outcome": "approve"},
+        )  # fmt: skip
+        assert decided.status == 200
+        waiting.join(timeout=25)
+        assert answer["status"] == "approved"
+        assert answer["at"] - deciding < 3
+    finally:
+        procs.stop_all()
+
+
+def _file_slots(var: Path) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(var / "limits.sqlite3")) as db:
+        return db.execute("SELECT count(*) FROM slot").fetchone()[0]

@@ -27,6 +27,7 @@ threads that close their connection after each check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -38,11 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qsl, urlencode
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
+
+from approvals.transitions import TERMINAL_CHANNEL
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "countersign_terminal"
 DETAIL = re.compile(r"^/api/v1/requests/([0-9a-fA-F-]{32,36})/?$")
 POLL_SECONDS = 0.5  # without notifications (SQLite, or while the listener reconnects)
 
@@ -104,7 +106,7 @@ class Listener:
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(**params, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {TERMINAL_CHANNEL}")
                     self.listening, backoff = True, 0.2
                     self._wake(None)
                     pinged = time.monotonic()
@@ -153,14 +155,6 @@ def _connection_params() -> dict:
 
 
 listener = Listener()
-
-
-def notify_terminal(request_id) -> None:
-    """Called inside the transaction that makes a request terminal: PostgreSQL
-    delivers it at commit and drops it on rollback."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(request_id)])
 
 
 # --- the database work of waits, on a few threads --------------------------------------
@@ -230,7 +224,8 @@ class LongPoll:
                 notified = notified or terminal
                 woken.set()
 
-            loop.call_soon_threadsafe(on_loop)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(on_loop)
 
         async def watch_disconnect() -> None:
             nonlocal gone

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sqlite3
 import threading
 import time
@@ -29,42 +28,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
+from approvals.rates import Rate
+
 logger = logging.getLogger(__name__)
 
-RATE = re.compile(r"^\s*(\d{1,9})\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # A wait's slot outlives the longest wait by this much before it frees itself.
 SLOT_GRACE_SECONDS = 30
-
-
-@dataclass(frozen=True)
-class Rate:
-    count: int
-    seconds: int
-
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        match = RATE.match(text or "")
-        if not match or int(match.group(1)) < 1:
-            raise ValueError(f"{text!r} is not a rate like '120/min' (per s, min, h or day).")
-        return cls(int(match.group(1)), UNITS[match.group(2)[0]])
-
-    def __str__(self) -> str:
-        unit = {1: "s", 60: "min", 3600: "h", 86400: "day"}[self.seconds]
-        return f"{self.count}/{unit}"
-
-
-def validate_rate(text: str) -> None:
-    """Model-field validator: empty (use the default) or a rate."""
-    if text:
-        try:
-            Rate.parse(text)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
 
 
 @dataclass(frozen=True)

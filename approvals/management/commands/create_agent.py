@@ -8,11 +8,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import URLValidator
 
 from approvals.agents import create_agent
-from approvals.api.throttling import Rate
 from approvals.audit import cli_actor
 from approvals.callbacks import check_callback_url
 from approvals.models import Agent
 from approvals.outbound import UnsafeURL
+from approvals.rates import Rate
 from policies.spec import GLOB
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
