@@ -18,7 +18,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "approvals_site.settings")
 os.environ.setdefault("LOG_LEVEL", "ERROR")
 
 
-def setup() -> None:
+def setup(*, fresh: bool = False) -> None:
+    """Django on the benchmark's database, migrated and empty; ``fresh`` drops
+    and creates it first (a database left by older code may not migrate)."""
     import django
     import psycopg
 
@@ -26,6 +28,8 @@ def setup() -> None:
     if url.startswith("postgres"):
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            if fresh:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()

@@ -49,6 +49,9 @@ from socketserver import BaseRequestHandler, ThreadingTCPServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/countersign_soak")
+# The same keys here (verify_audit) as in the processes it starts (they write the chain).
+os.environ.setdefault("SECRET_KEY", "soak-not-secret-" + "x" * 40)
+os.environ.setdefault("AUDIT_KEY", "soak-audit-key-not-secret")
 
 from bench._django import ROOT, percentiles, setup
 
@@ -69,8 +72,8 @@ class Plan:
 
 
 QUICK = Plan(
-    requests=240, seconds=24.0, waits=200, probes=60,
-    kill_worker_at=6.0, broker_down_at=11.0, broker_down_for=4.0, receiver_503=(15.0, 19.0),
+    requests=300, seconds=40.0, waits=200, probes=60,
+    kill_worker_at=5.0, broker_down_at=22.0, broker_down_for=4.0, receiver_503=(30.0, 36.0),
 )  # fmt: skip
 
 
@@ -275,7 +278,7 @@ class Soak:
             REDIS_URL=self.redis.url, APPROVALS_VAR_DIR=str(self.logs), LOG_LEVEL="WARNING",
             APPROVALS_ALLOW_PRIVATE_CALLBACKS="true", APPROVALS_CALLBACK_SCHEDULE=SCHEDULE,
             EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", DEBUG="false",
-            SECRET_KEY="soak-" + "x" * 50, DJANGO_SETTINGS_MODULE="approvals_site.settings",
+            DJANGO_SETTINGS_MODULE="approvals_site.settings",
         )  # fmt: skip
         self.processes = Processes(self.logs, env)
         port = free_port()
@@ -284,7 +287,9 @@ class Soak:
         if not (ROOT / "gunicorn.conf.py").exists():
             web += ["--threads", "8", "approvals_site.wsgi"]
         self.processes.start("web", *web)
-        self.workers = ["worker-1", "worker-2"]
+        # The production layout the README gives: the engine's lane on a worker of
+        # its own, notifications and callbacks on the other.
+        self.workers = {"worker-1": "engine", "worker-2": "notifications,callbacks"}
         for name in self.workers:
             self._worker(name)
         self.processes.beat()
@@ -296,7 +301,7 @@ class Soak:
     def _worker(self, name: str) -> None:
         self.processes.start(
             name, sys.executable, "-m", "celery", "-A", "approvals_site", "worker",
-            "--loglevel=INFO", "-n", f"{name}@%h", "--concurrency", "4",
+            "-Q", self.workers[name], "--loglevel=INFO", "-n", f"{name}@%h", "--concurrency", "4",
             "--without-gossip", "--without-mingle",
         )  # fmt: skip
 
@@ -387,10 +392,14 @@ class Soak:
         from tests.processes import wait_for
 
         start = time.time()
+        started_before = self.processes.log("worker-1").count(" ready.")
         self.processes.kill("worker-1")
         time.sleep(2.0)  # a supervisor's restart delay
         self._worker("worker-1")
-        wait_for(lambda: "ready" in self.processes.log("worker-1"), timeout=60, what="restart")
+        wait_for(
+            lambda: self.processes.log("worker-1").count(" ready.") > started_before,
+            timeout=120, what="the killed worker to be ready again",
+        )  # fmt: skip
         self.faults.append((start, time.time() + 1.0, "worker killed"))
 
     def _fault_broker(self) -> None:
@@ -718,7 +727,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
-    setup()
+    setup(fresh=True)
     logs = Path(tempfile.mkdtemp(prefix="soak-"))
     soak = Soak(plan, logs)
     soak.organisation()
