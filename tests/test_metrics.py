@@ -125,12 +125,11 @@ rules:
     processes.env["METRICS_TOKEN"] = TOKEN
     processes.start(
         "web", sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2",
-        "approvals_site.wsgi",
     )  # fmt: skip
     processes.worker()
     processes.beat()
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(base), timeout=30, what="gunicorn")
+    wait_for(lambda: _answers(base), timeout=60, what="gunicorn")
     for n in range(3):
         body = {"action": "quick.thing", "summary": f"quick {n}"}
         status, _ = _http(f"{base}/api/v1/requests", agent.api_key, body)

@@ -252,7 +252,7 @@ def test_on_the_embedded_default_a_wait_still_ends_with_the_decision(tmp_path):
     manage("migrate", "-v0")
     manage("loaddemo")
     key = json.loads((tmp_path / "demo-agent.json").read_text())["api_key"]
-    token = manage("drf_create_token", "maria").split()[2]
+    token = manage("drf_create_token", "maria").split()[-1]
     port = free_port()
     procs = Processes(tmp_path, env)
     procs.start("web", sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2")
