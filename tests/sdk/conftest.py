@@ -75,7 +75,7 @@ class Live:
             return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def countersign_server(django_db_setup, django_db_blocker, tmp_path_factory):
     from django.db import connection
 
