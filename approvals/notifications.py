@@ -138,6 +138,7 @@ def compose(notification: Notification) -> Message:
         subject=subject,
         body="\n".join(lines),
         url=url,
+        slack_webhook=role.slack_webhook,
     )
 
 

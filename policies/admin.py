@@ -79,6 +79,7 @@ class RoleAdmin(SuperuserObjectPermissions, AuditedAdmin, GuardedModelAdmin):  #
     Every grant and revocation made there is audited."""
 
     list_display = ["name", "title", "email", "member_list"]
+    fields = ["name", "title", "email", "slack_webhook", "member_list"]
     search_fields = ["name", "title"]
     readonly_fields = ["member_list"]
 

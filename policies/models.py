@@ -37,6 +37,13 @@ class Role(models.Model):
     name = models.SlugField(max_length=63, unique=True)
     title = models.CharField(max_length=200, blank=True)
     email = models.EmailField(blank=True, help_text="Notifications go here; else to each member.")
+    # A credential (whoever has it posts to the channel), so it is set in the
+    # admin and kept out of the YAML that lives in git.
+    slack_webhook = models.URLField(
+        blank=True,
+        help_text="A Slack incoming webhook for this role's channel; "
+        "else the one of APPROVALS_SLACK_WEBHOOK_URL.",
+    )
 
     objects = RoleQuerySet.as_manager()
 

@@ -74,3 +74,24 @@ def test_a_slack_that_never_answers_is_cut_off(settings, monkeypatch):
         with pytest.raises(OSError, match="Timeout"):
             SlackWebhookChannel().send(message())
     assert time.monotonic() - started < 1.5
+
+
+def test_an_escalation_lands_in_the_new_roles_channel(slack, clock, bot):
+    from approvals import escalation
+    from policies.models import Role
+    from tests.conftest import after
+
+    with Receiver() as cfo_channel:
+        Role.objects.filter(name="cfo").update(slack_webhook=cfo_channel.url)
+        created = bot.post("/api/v1/requests", INVOICE, format="json").json()
+        after(clock, minutes=31)
+        escalation.sweep()
+        new = Notification.objects.get(request_id=created["id"], kind="new")
+        escalated = Notification.objects.get(request_id=created["id"], kind="escalated")
+
+        assert notifications.send(new.pk) and notifications.send(escalated.pk)
+
+        [to_finance] = slack.received  # the finance managers' (default) channel
+        [to_cfo] = cfo_channel.received
+    assert "Approval needed" in json.loads(to_finance.body)["text"]
+    assert "Escalated to you" in json.loads(to_cfo.body)["text"]

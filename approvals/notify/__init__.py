@@ -18,6 +18,7 @@ class Message:
     subject: str
     body: str
     url: str  # the request's page: a link only opens it, nothing is decided by a GET
+    slack_webhook: str = ""  # the role's own channel, if it has one
 
 
 class Unreachable(Exception):

@@ -18,7 +18,9 @@ def escape(text: str) -> str:
 
 
 class SlackWebhookChannel:
-    """Posts to a Slack incoming webhook (``APPROVALS_SLACK_WEBHOOK_URL``).
+    """Posts to the owning role's Slack channel (its incoming webhook, set in the
+    admin), else to ``APPROVALS_SLACK_WEBHOOK_URL``: an escalation lands in the
+    new role's channel, not the old one's.
 
     The message carries a link to the request's page and no buttons: decisions
     are made on the page, by someone whose role owns the request. It goes out
@@ -27,7 +29,7 @@ class SlackWebhookChannel:
     """
 
     def send(self, message: Message) -> None:
-        url = getattr(settings, "APPROVALS_SLACK_WEBHOOK_URL", "")
+        url = message.slack_webhook or getattr(settings, "APPROVALS_SLACK_WEBHOOK_URL", "")
         if not url:
             return
         text = f"*{escape(message.subject)}*\n{escape(message.body)}"
