@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from django.conf import settings
 
 from tests.processes import ROOT
 
@@ -20,8 +21,12 @@ pytestmark = pytest.mark.slow
 def test_nobody_stalls_anyone_else(tmp_path):
     figures_file = tmp_path / "soak.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
-    env["DATABASE_URL"] = env.get(
-        "SOAK_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/countersign_soak_test"
+    # A database of its own, named after the suite's, so that parallel suites
+    # (other checkouts on the same server) never drop each other's.
+    database = settings.DATABASES["default"]
+    env["DATABASE_URL"] = (
+        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT'] or 5432}/"
+        f"{database['NAME']}_soak"
     )
     run = subprocess.run(
         [sys.executable, "bench/soak.py", "--quick", "--json", str(figures_file)],
