@@ -461,7 +461,7 @@ class Soak:
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(decide_waited, waited))
-        waits.join(timeout=90)
+        waits.join(timeout=300)
         wake = [
             (waits.answered[i] - decided_at[i]) * 1000
             for i in waited
@@ -586,25 +586,44 @@ class WaitCrowd(threading.Thread):
         await asyncio.gather(*(self._one(i) for i in self.ids))
 
     async def _one(self, request_id: str) -> None:
+        """Wait as an agent does: ask again when a wait ends with the request
+        still pending, until it is decided or four minutes pass."""
+        deadline = time.monotonic() + 240
+        first = True
+        while time.monotonic() < deadline:
+            try:
+                status, body = await self._wait_once(request_id, first)
+            except (OSError, TimeoutError, IndexError) as exc:
+                self.failed[type(exc).__name__] += 1
+                return
+            first = False
+            if status != "200":
+                self.failed[status] += 1
+                return
+            if b'"status":"pending"' not in body.replace(b" ", b""):
+                self.answered[request_id] = time.monotonic()
+                if b'"status":"approved"' not in body.replace(b" ", b""):
+                    self.failed["not approved"] += 1
+                return
+        self.failed["still pending"] += 1
+
+    async def _wait_once(self, request_id: str, first: bool) -> tuple[str, bytes]:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port), timeout=30
+        )
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), timeout=30
-            )
             writer.write(
                 f"GET /api/v1/requests/{request_id}?wait=60 HTTP/1.1\r\nHost: {self.host}\r\n"
                 f"Authorization: {self.token}\r\nConnection: close\r\n\r\n".encode()
             )
             await writer.drain()
-            self.connected += 1
+            if first:
+                self.connected += 1
             status_line = await asyncio.wait_for(reader.readline(), timeout=90)
-            self.answered[request_id] = time.monotonic()
             status = status_line.split()[1].decode() if status_line else "none"
-            rest = await asyncio.wait_for(reader.read(), timeout=30)
-            if status != "200" or b'"status":"approved"' not in rest.replace(b" ", b""):
-                self.failed[status] += 1
+            return status, await asyncio.wait_for(reader.read(), timeout=30)
+        finally:
             writer.close()
-        except (OSError, TimeoutError, IndexError) as exc:
-            self.failed[type(exc).__name__] += 1
 
     def wait_until_held(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
