@@ -260,7 +260,9 @@ def decide(
 def _decide_pending(
     request: ApprovalRequest, reviewer, outcome: str, reason: str, payload: dict | None
 ) -> Result:
-    _check_may_decide(request, reviewer, _role_names(reviewer))
+    blocker = decision_blocker(request, reviewer, outcome=outcome)
+    if blocker:
+        raise Forbidden(blocker)
     if outcome == APPROVE:
         return _approve(request, reviewer, reason, payload)
     if not reason.strip():
@@ -290,7 +292,6 @@ def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reas
 
 
 def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | None) -> Result:
-    _check_not_requester(request, reviewer, "approve")
     approved = request.payload
     if payload is not None and payload != request.payload:
         if not request.editable:
@@ -430,25 +431,51 @@ def _role_names(reviewer) -> set[str]:
 
 def _check_member(request: ApprovalRequest, roles: set[str]) -> None:
     if request.owner_role.name not in roles:
-        raise Forbidden(
-            f"Only members of role '{request.owner_role.name}' (level {request.level}) "
-            "may act on this request now."
-        )
+        raise Forbidden(_not_member(request))
 
 
 def _check_not_requester(request: ApprovalRequest, reviewer, verb: str) -> None:
     # Claiming is barred too: a claim would keep colleagues from deciding.
     if request.is_for(reviewer):
-        raise Forbidden(
-            f"Four eyes: this was requested on behalf of {reviewer.get_username()}, "
-            f"who may not {verb} it."
-        )
+        raise Forbidden(_four_eyes(reviewer, verb))
 
 
-def _check_may_decide(request: ApprovalRequest, reviewer, roles: set[str]) -> None:
-    _check_member(request, roles)
-    if request.claimed_by_id is not None and request.claimed_by_id != reviewer.pk:
-        raise Forbidden(f"Claimed by {request.claimant}; only they may decide.")
+def decision_blocker(
+    request: ApprovalRequest, user, *, outcome: str = APPROVE, roles: set[str] | None = None
+) -> str | None:
+    """Why ``user`` may not decide ``request`` with ``outcome`` now; None if they may.
+
+    The one statement of who decides, used by ``decide`` (which raises it as a
+    403) and by the request page (which shows it instead of the buttons):
+    members of the current owning role, the claimant alone while it is
+    claimed, and never an approve by the person it was requested for (they
+    may still deny: withdrawing consent needs no second pair of eyes).
+    ``roles`` saves the query when the caller already has the user's roles.
+    """
+    if request.is_terminal:
+        return f"The request is already {request.status}."
+    if roles is None:
+        roles = _role_names(user)
+    if request.owner_role.name not in roles:
+        return _not_member(request)
+    if request.claimed_by_id is not None and request.claimed_by_id != user.pk:
+        return f"Claimed by {request.claimant}; only they may decide."
+    if outcome == APPROVE and request.is_for(user):
+        return _four_eyes(user, "approve")
+    return None
+
+
+def _not_member(request: ApprovalRequest) -> str:
+    return (
+        f"Only members of role '{request.owner_role.name}' (level {request.level}) "
+        "may act on this request now."
+    )
+
+
+def _four_eyes(user, verb: str) -> str:
+    return (
+        f"Four eyes: this was requested on behalf of {user.get_username()}, who may not {verb} it."
+    )
 
 
 def _iso(moment) -> str | None:

@@ -123,17 +123,18 @@ def _render_request(
     **extra,
 ) -> HttpResponse:
     my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
-    may_decide = (
-        approval.status == "pending"
-        and approval.owner_role.name in my_roles
-        and approval.claimed_by_id in (None, request.user.pk)
-    )
+    # Why this user may not deny (then no form), or not approve (then no
+    # Approve button): the same rule decide applies, so no button fails.
+    blocker = actions.decision_blocker(approval, request.user, outcome="deny", roles=my_roles)
+    approve_blocker = blocker or actions.decision_blocker(approval, request.user, roles=my_roles)
     context = {
         "approval": approval,
         "events": approval.events.order_by("seq"),
         "deliveries": approval.deliveries.prefetch_related("attempt_log").order_by("created_at"),
         "chain": _chain(approval),
-        "may_decide": may_decide,
+        "may_decide": blocker is None,
+        "blocker": blocker,
+        "approve_blocker": approve_blocker,
         "is_member": approval.owner_role.name in my_roles,
         "is_requester": approval.is_for(request.user),
         "ticket": Ticket.objects.filter(request=approval).prefetch_related("notes__author").first(),
@@ -274,13 +275,8 @@ def payload_preview(request: HtmxHttpRequest, pk) -> HttpResponse:
     """The diff an edited payload would make, before approving it: only for
     someone who may decide now, on a pending request whose rule allows edits."""
     approval = _visible_request(request.user, pk)
-    my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
-    if (
-        approval.status != "pending"
-        or not approval.editable
-        or approval.owner_role.name not in my_roles
-        or approval.claimed_by_id not in (None, request.user.pk)
-    ):
+    # Edits are approved, so only someone who may approve now sees the diff.
+    if not approval.editable or actions.decision_blocker(approval, request.user):
         return _preview_error("This payload cannot be edited by you now.", status=403)
     try:
         edited = strict_json(request.POST.get("payload", ""))
