@@ -33,6 +33,7 @@ from approvals.errors import (
 from approvals.models import (
     Agent,
     ApprovalRequest,
+    AuditEvent,
     Notification,
     Ownership,
     Status,
@@ -91,7 +92,7 @@ def create_request(
         with transaction.atomic():
             request.save(force_insert=True)
             Ownership.objects.create(request=request, role=request.owner_role, level=1)
-            audit.record(request, "created", actor={"agent": agent.name})
+            audit.record(request, AuditEvent.Kind.CREATED, actor={"agent": agent.name})
             outbox.notify(request, Notification.Kind.NEW)
             outbox.set_timer(request)
     except IntegrityError:
@@ -280,7 +281,7 @@ def _decide_pending(
 def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reason: str) -> None:
     audit.record(
         request,
-        "late_decision",
+        AuditEvent.Kind.LATE_DECISION,
         actor={"user": reviewer.get_username()},
         data={
             "outcome": outcome,
@@ -323,7 +324,7 @@ def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | No
     if len(approvers) < request.approvals_required:
         audit.record(
             request,
-            "approval_recorded",
+            AuditEvent.Kind.APPROVAL_RECORDED,
             actor={"user": username},
             data={
                 "approvals": len(approvers),
@@ -361,7 +362,7 @@ def claim(request_id, *, reviewer) -> Result:
         now = timezone.now()
         request.claimed_by, request.claimed_at, request.updated_at = reviewer, now, now
         request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-        audit.record(request, "claimed", actor={"user": reviewer.get_username()})
+        audit.record(request, AuditEvent.Kind.CLAIMED, actor={"user": reviewer.get_username()})
     return Result(request, changed=True)
 
 
@@ -374,7 +375,7 @@ def unclaim(request_id, *, reviewer) -> Result:
             raise Forbidden(f"Claimed by {request.claimant}; only they unclaim.")
         request.claimed_by, request.claimed_at, request.updated_at = None, None, timezone.now()
         request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-        audit.record(request, "unclaimed", actor={"user": reviewer.get_username()})
+        audit.record(request, AuditEvent.Kind.UNCLAIMED, actor={"user": reviewer.get_username()})
     return Result(request, changed=True)
 
 
@@ -493,7 +494,7 @@ def add_ticket_note(ticket_id, *, reviewer, text: str) -> TicketNote:
         ticket = _ticket_for_member(ticket_id, reviewer)
         note = TicketNote.objects.create(ticket=ticket, author=reviewer, text=text.strip())
         audit.record(
-            ticket.request, "ticket_note", actor={"user": reviewer.get_username()},
+            ticket.request, AuditEvent.Kind.TICKET_NOTE, actor={"user": reviewer.get_username()},
             data={"ticket": ticket.pk, "note": note.text},
         )  # fmt: skip
     return note
@@ -514,7 +515,8 @@ def close_ticket(ticket_id, *, reviewer, resolution: str) -> Ticket:
         )  # fmt: skip
         if updated:
             audit.record(
-                ticket.request, "ticket_closed", actor={"user": reviewer.get_username()},
+                ticket.request, AuditEvent.Kind.TICKET_CLOSED,
+                actor={"user": reviewer.get_username()},
                 data={"ticket": ticket.pk, "resolution": resolution.strip()},
             )  # fmt: skip
         ticket.refresh_from_db()

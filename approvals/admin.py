@@ -107,7 +107,7 @@ class AgentAdmin(admin.ModelAdmin):
             with transaction.atomic():
                 super().save_model(request, obj, form, change)
                 audit.record_config(
-                    "agent_changed",
+                    AuditEvent.Kind.AGENT_CHANGED,
                     actor=_actor(request),
                     summary=f"agent changed: {obj.name}",
                     data={"agent": obj.name, "changed": sorted(form.changed_data)},
@@ -220,7 +220,7 @@ class TicketAdmin(admin.ModelAdmin):
 
     @admin.display(description="late decisions")
     def late_decisions(self, ticket: Ticket) -> str:
-        events = ticket.request.events.filter(kind="late_decision").order_by("seq")
+        events = ticket.request.events.filter(kind=AuditEvent.Kind.LATE_DECISION).order_by("seq")
         return (
             "; ".join(
                 f"{e.at:%Y-%m-%d %H:%M} {e.actor.get('user')} wanted to {e.data.get('outcome')}"
@@ -309,7 +309,7 @@ class AuditedUserAdmin(UserAdmin):
         if before == after and flags_before == _flags(user):
             return
         audit.record_config(
-            "user_changed" if change else "user_created",
+            AuditEvent.Kind.USER_CHANGED if change else AuditEvent.Kind.USER_CREATED,
             actor=_actor(request),
             summary=f"user {'changed' if change else 'created'}: {user.get_username()}",
             data={
@@ -339,7 +339,7 @@ class AuditedGroupAdmin(GroupAdmin):
     def save_related(self, request, form, formsets, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         audit.record_config(
-            "group_changed" if change else "group_created",
+            AuditEvent.Kind.GROUP_CHANGED if change else AuditEvent.Kind.GROUP_CREATED,
             actor=_actor(request),
             summary=f"group {'changed' if change else 'created'}: {form.instance.name}",
             data={

@@ -135,7 +135,7 @@ def prepare(
 
 
 def record_config(
-    kind: str,
+    kind: AuditEvent.Kind,
     *,
     actor: dict,
     summary: str,
@@ -199,7 +199,9 @@ def seal(now: datetime | None = None) -> AuditSeal | None:
 def window_digest(since: datetime | None, upto: datetime) -> tuple[int, str]:
     """How many requests have a ``created`` event in (since, upto], and a
     digest of their ids (read through the events' time index)."""
-    created = AuditEvent.objects.filter(kind="created", request__isnull=False, at__lte=upto)
+    created = AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.CREATED, request__isnull=False, at__lte=upto
+    )
     if since is not None:
         created = created.filter(at__gt=since)
     digest, count = hashlib.sha256(), 0
@@ -348,7 +350,9 @@ def _check_seals(key: bytes, summary: Summary) -> Breach | None:
         if not hmac.compare_digest(seal_hash(sealed, key), sealed.hash):
             return Breach(name, sealed.seq, "seal altered after it was written")
         count, digest = window_digest(sealed.since, sealed.upto)
-        ids = AuditEvent.objects.filter(kind="created", request__isnull=False, at__lte=sealed.upto)
+        ids = AuditEvent.objects.filter(
+            kind=AuditEvent.Kind.CREATED, request__isnull=False, at__lte=sealed.upto
+        )
         if sealed.since is not None:
             ids = ids.filter(at__gt=sealed.since)
         rows = ApprovalRequest.objects.filter(pk__in=ids.values("request_id")).count()
@@ -389,7 +393,7 @@ def _check_chain(
 def _check_row(request: ApprovalRequest, events: list[AuditEvent]) -> Breach | None:
     """The request row must say what its chain says."""
     name = str(request.pk)
-    if not events or events[0].kind != "created":
+    if not events or events[0].kind != AuditEvent.Kind.CREATED:
         return Breach(name, 1, "the chain does not start with its created event")
     created = events[0]
     if (created.action, created.summary, created.context) != (

@@ -16,6 +16,7 @@ from django.utils import timezone
 from approvals.rates import validate_rate
 from policies.business_hours import Calendar
 from policies.models import PolicyVersion, Role
+from policies.spec import OnTimeout
 
 
 class Agent(models.Model):
@@ -136,7 +137,9 @@ class ApprovalRequest(models.Model):
     rule_name = models.CharField(max_length=63)
     action_class = models.CharField(max_length=63)
     levels = models.JSONField()  # [{"role": name, "deadline": seconds}, ...]
-    on_timeout = models.CharField(max_length=10, default="expire")
+    on_timeout = models.CharField(
+        max_length=10, choices=OnTimeout.choices, default=OnTimeout.EXPIRE
+    )
     fail_open = models.BooleanField(default=False)
     ticket_on_timeout = models.BooleanField(default=False)
     approvals_required = models.PositiveSmallIntegerField(default=1)
@@ -189,7 +192,10 @@ class ApprovalRequest(models.Model):
                 fields=["agent", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
                 name="request_idempotency_key_unique",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(on_timeout__in=OnTimeout.values), name="request_on_timeout"
+            ),
         ]
         indexes = [
             # Exactly the escalation sweep's query: due pending requests.
@@ -344,6 +350,56 @@ class Vote(models.Model):
         return f"vote by {self.user_id} at level {self.level}"
 
 
+class AuditKind(models.TextChoices):
+    """What an audit event records: the vocabulary of ``AuditEvent.kind``."""
+
+    # What happens to a request (actions, escalation, transitions).
+    CREATED = "created"
+    APPROVAL_RECORDED = "approval_recorded", "approval recorded"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    CLAIMED = "claimed"
+    UNCLAIMED = "unclaimed"
+    ESCALATED = "escalated"
+    REMINDED = "reminded"
+    LATE_DECISION = "late_decision", "late decision"
+    TICKET_OPENED = "ticket_opened", "ticket opened"
+    TICKET_NOTE = "ticket_note", "ticket note"
+    TICKET_CLOSED = "ticket_closed", "ticket closed"
+    # Configuration changes (no request): policies.config, the admins, approvals.agents.
+    POLICY_CHANGED = "policy_changed", "policy changed"
+    POLICY_SCOPE_CHANGED = "policy_scope_changed", "policy scope changed"
+    POLICY_DELETED = "policy_deleted", "policy deleted"
+    ROLE_CREATED = "role_created", "role created"
+    ROLE_UPDATED = "role_updated", "role updated"  # by apply
+    ROLE_CHANGED = "role_changed", "role changed"  # in the admin
+    ROLE_DELETED = "role_deleted", "role deleted"
+    ROLE_MEMBER_ADDED = "role_member_added", "role member added"
+    ROLE_MEMBER_REMOVED = "role_member_removed", "role member removed"
+    ROLE_PERM_GRANTED = "role_perm_granted", "role permission granted"
+    ROLE_PERM_REVOKED = "role_perm_revoked", "role permission revoked"
+    CALENDAR_CREATED = "calendar_created", "calendar created"
+    CALENDAR_CHANGED = "calendar_changed", "calendar changed"
+    CALENDAR_DELETED = "calendar_deleted", "calendar deleted"
+    ACTION_CLASS_CREATED = "action_class_created", "action class created"  # by apply
+    ACTION_CLASS_CHANGED = "action_class_changed", "action class changed"  # by apply
+    # The admin has always spelt these after the model's name.
+    ACTIONCLASS_CREATED = "actionclass_created", "action class created (admin)"
+    ACTIONCLASS_CHANGED = "actionclass_changed", "action class changed (admin)"
+    ACTIONCLASS_DELETED = "actionclass_deleted", "action class deleted"
+    AGENT_CREATED = "agent_created", "agent created"
+    AGENT_CHANGED = "agent_changed", "agent changed"
+    AGENT_CREDENTIALS_ISSUED = "agent_credentials_issued", "agent credentials issued"
+    AGENT_KEY_ROTATED = "agent_key_rotated", "agent key rotated"
+    AGENT_SECRET_ROTATED = "agent_secret_rotated", "agent secret rotated"
+    USER_CREATED = "user_created", "user created"
+    USER_CHANGED = "user_changed", "user changed"
+    GROUP_CREATED = "group_created", "group created"
+    GROUP_CHANGED = "group_changed", "group changed"
+
+
 class AuditEvent(models.Model):
     """Append-only: what happened to a request, with its business context.
 
@@ -356,11 +412,13 @@ class AuditEvent(models.Model):
     agents), chained among themselves in ``seq`` order.
     """
 
+    Kind = AuditKind
+
     request = models.ForeignKey(
         ApprovalRequest, on_delete=models.PROTECT, related_name="events", null=True, blank=True
     )
     seq = models.PositiveIntegerField()
-    kind = models.CharField(max_length=40)
+    kind = models.CharField(max_length=40, choices=Kind.choices)
     at = models.DateTimeField()
     actor = models.JSONField()  # {"user": …} | {"agent": …} | {"system": …}
     role = models.CharField(max_length=63, blank=True)
@@ -382,6 +440,7 @@ class AuditEvent(models.Model):
             models.UniqueConstraint(
                 fields=["seq"], condition=Q(request__isnull=True), name="audit_config_seq_unique"
             ),
+            models.CheckConstraint(condition=Q(kind__in=AuditKind.values), name="audit_event_kind"),
         ]
         indexes = [models.Index(fields=["-at"], name="audit_event_recent")]
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from approvals import audit, outbox, sla
 from approvals.canonical import sha256_hex
-from approvals.models import ApprovalRequest, Status
+from approvals.models import ApprovalRequest, AuditEvent, Status
 
 # approvals.api.longpoll LISTENs here to wake ?wait=N calls.
 TERMINAL_CHANNEL = "countersign_terminal"
@@ -69,7 +69,7 @@ def finish(
     if payload is not None:
         data["payload_sha256"] = fields["decision_payload_sha256"]
         data["edited"] = fields["decision_edited"]
-    audit.record(request, status, actor=actor, data=data)
+    audit.record(request, AuditEvent.Kind(status), actor=actor, data=data)
     # Wakes the agent's ?wait=N at commit, in every web process (not on rollback).
     notify_terminal(request.pk)
     if status in (Status.DENIED, Status.EXPIRED):

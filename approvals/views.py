@@ -24,7 +24,7 @@ from django_htmx.middleware import HtmxDetails
 from approvals import actions
 from approvals.api.parsers import json_problem
 from approvals.errors import ApprovalError, Conflict, Invalid, NotVisible
-from approvals.models import ApprovalRequest, Ticket
+from approvals.models import ApprovalRequest, AuditEvent, Ticket
 from policies.models import ActionClass, Role
 
 PAGE_SIZE = 50
@@ -125,11 +125,12 @@ def _render_request(
     my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
     # Why this user may not deny (then no form), or not approve (then no
     # Approve button): the same rule decide applies, so no button fails.
-    blocker = actions.decision_blocker(approval, request.user, outcome="deny", roles=my_roles)
+    blocker = actions.decision_blocker(approval, request.user, outcome=actions.DENY, roles=my_roles)
     approve_blocker = blocker or actions.decision_blocker(approval, request.user, roles=my_roles)
     context = {
         "approval": approval,
         "events": approval.events.order_by("seq"),
+        "Kind": AuditEvent.Kind,
         "deliveries": approval.deliveries.prefetch_related("attempt_log").order_by("created_at"),
         "chain": _chain(approval),
         "may_decide": blocker is None,

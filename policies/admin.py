@@ -12,6 +12,7 @@ from django.urls import path
 from guardian.admin import GuardedModelAdmin
 from guardian.shortcuts import assign_perm, get_group_perms, get_objects_for_user, get_user_perms
 
+from approvals.models import AuditKind as Kind
 from policies.business_hours import compact_hours, normalize
 from policies.config import current_catalog, record_membership, save_policy_version, set_scope
 from policies.durations import format_duration
@@ -42,21 +43,31 @@ class SuperuserObjectPermissions:
         return super().obj_perms_manage_group_view(request, object_pk, group_id)  # type: ignore[misc]
 
 
+# Created, changed, deleted: by model (the admin names them after the model).
+AUDIT_KINDS = {
+    "role": (Kind.ROLE_CREATED, Kind.ROLE_CHANGED, Kind.ROLE_DELETED),
+    "calendar": (Kind.CALENDAR_CREATED, Kind.CALENDAR_CHANGED, Kind.CALENDAR_DELETED),
+    "actionclass": (
+        Kind.ACTIONCLASS_CREATED, Kind.ACTIONCLASS_CHANGED, Kind.ACTIONCLASS_DELETED,
+    ),
+}  # fmt: skip
+
+
 class AuditedAdmin(admin.ModelAdmin):
     """Every add, change and delete made here is a configuration audit event."""
 
     def save_model(self, request, obj, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        name = obj._meta.model_name
+        created, changed_kind, _ = AUDIT_KINDS[obj._meta.model_name]
         changed = sorted(form.changed_data) if change else []
-        _audit(request, f"{name}_{'changed' if change else 'created'}", obj, changed=changed)
+        _audit(request, changed_kind if change else created, obj, changed=changed)
 
     def delete_model(self, request, obj) -> None:
-        _audit(request, f"{obj._meta.model_name}_deleted", obj)
+        _audit(request, AUDIT_KINDS[obj._meta.model_name][2], obj)
         super().delete_model(request, obj)
 
 
-def _audit(request, kind: str, obj, **data) -> None:
+def _audit(request, kind: Kind, obj, **data) -> None:
     from approvals import audit
 
     audit.record_config(
@@ -386,7 +397,7 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
         messages.success(request, f"Saved as version {version.number}.")
 
     def delete_model(self, request, obj: Policy) -> None:
-        _audit(request, "policy_deleted", obj)
+        _audit(request, Kind.POLICY_DELETED, obj)
         super().delete_model(request, obj)
 
     def get_urls(self):

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from guardian.shortcuts import assign_perm, remove_perm
 
+from approvals.models import AuditKind as Kind
 from policies.business_hours import compact_hours
 from policies.durations import format_duration
 from policies.models import ACT_FOR_ROLE, ActionClass, Calendar, Policy, PolicyVersion, Role
@@ -143,7 +144,8 @@ def _apply_role(doc: dict, author: str) -> list[str]:
         role.save(update_fields=["title", "email"])
         changes.append(f"update role {role.name}")
     if changes:
-        _record("role_" + changes[0].split()[0] + "d", author, changes[0], role=role.name)
+        kind = Kind.ROLE_CREATED if created else Kind.ROLE_UPDATED
+        _record(kind, author, changes[0], role=role.name)
     current = set(role.direct_member_usernames())
     wanted = set(doc["members"])
     users = get_user_model().objects.filter(username__in=current ^ wanted)
@@ -163,12 +165,12 @@ def _apply_calendar(doc: dict, author: str) -> list[str]:
     fields = {key: doc[key] for key in ("title", "timezone", "hours", "holidays")}
     calendar, created = Calendar.objects.get_or_create(name=doc["name"], defaults=fields)
     if created:
-        _record("calendar_created", author, f"calendar {calendar.name} created")
+        _record(Kind.CALENDAR_CREATED, author, f"calendar {calendar.name} created")
         return [f"create calendar {calendar.name}"]
     if all(getattr(calendar, key) == value for key, value in fields.items()):
         return []
     Calendar.objects.filter(pk=calendar.pk).update(**fields)
-    _record("calendar_changed", author, f"calendar {calendar.name} changed")
+    _record(Kind.CALENDAR_CHANGED, author, f"calendar {calendar.name} changed")
     return [f"update calendar {calendar.name}"]
 
 
@@ -177,13 +179,13 @@ def _apply_class(doc: dict, author: str) -> list[str]:
     fields = {"title": doc["title"], "sla_seconds": doc["sla"], "calendar": calendar}
     action_class, created = ActionClass.objects.get_or_create(name=doc["name"], defaults=fields)
     if created:
-        _record("action_class_created", author, f"action class {action_class.name} created")
+        _record(Kind.ACTION_CLASS_CREATED, author, f"action class {action_class.name} created")
         return [f"create action class {action_class.name}"]
     current = (action_class.title, action_class.sla_seconds, action_class.calendar_id)
     if current == (doc["title"], doc["sla"], calendar.pk if calendar else None):
         return []
     ActionClass.objects.filter(pk=action_class.pk).update(**fields)
-    _record("action_class_changed", author, f"action class {action_class.name} changed")
+    _record(Kind.ACTION_CLASS_CHANGED, author, f"action class {action_class.name} changed")
     return [f"update action class {action_class.name}"]
 
 
@@ -223,7 +225,7 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
     policy.save(update_fields=["current_version", "priority"])
     rows_from_spec(policy, spec)
     _record(
-        "policy_changed",
+        Kind.POLICY_CHANGED,
         author,
         f"policy {name} version {version.number}",
         policy=name,
@@ -256,7 +258,7 @@ def set_scope(policy: Policy, scope: str, author: str) -> None:
     policy.scope = scope[:500]
     policy.save(update_fields=["scope"])
     _record(
-        "policy_scope_changed",
+        Kind.POLICY_SCOPE_CHANGED,
         author,
         f"policy {policy.name} scope: {policy.scope}",
         policy=policy.name,
@@ -267,7 +269,10 @@ def set_scope(policy: Policy, scope: str, author: str) -> None:
 def record_membership(role: Role, who: str, *, granted: bool, actor: dict, perm: str = "") -> None:
     """Role membership is a permission grant: audit each one, with who made it."""
     verb = "granted" if granted else "revoked"
-    kind = f"role_member_{'added' if granted else 'removed'}" if not perm else f"role_perm_{verb}"
+    if perm:
+        kind = Kind.ROLE_PERM_GRANTED if granted else Kind.ROLE_PERM_REVOKED
+    else:
+        kind = Kind.ROLE_MEMBER_ADDED if granted else Kind.ROLE_MEMBER_REMOVED
     from approvals import audit
 
     audit.record_config(
@@ -279,7 +284,7 @@ def record_membership(role: Role, who: str, *, granted: bool, actor: dict, perm:
     )
 
 
-def _record(kind: str, author: str, summary: str, **fields) -> None:
+def _record(kind: Kind, author: str, summary: str, **fields) -> None:
     # Imported here: approvals' models import this app's models.
     from approvals import audit
 

@@ -14,6 +14,8 @@ from django.db import models
 from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
+from policies.spec import OnTimeout
+
 ACT_FOR_ROLE = "act_for_role"
 
 
@@ -225,9 +227,7 @@ class Rule(models.Model):
         help_text="One level per line, role then deadline: finance-manager 30m"
     )
     on_timeout = models.CharField(
-        max_length=10,
-        default="expire",
-        choices=[("expire", "expire"), ("deny", "deny"), ("approve", "approve")],
+        max_length=10, default=OnTimeout.EXPIRE, choices=OnTimeout.choices
     )
     fail_open = models.BooleanField(default=False)
     ticket = models.BooleanField(default=False)
@@ -240,6 +240,11 @@ class Rule(models.Model):
 
     class Meta:
         ordering = ["policy", "position"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(on_timeout__in=OnTimeout.values), name="rule_on_timeout"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -6,6 +6,7 @@ from typing import Any
 
 from policies.durations import format_duration
 from policies.models import Policy, Rule
+from policies.spec import OnTimeout
 
 
 def rows_from_spec(policy: Policy, spec: dict) -> None:
@@ -43,7 +44,7 @@ def raw_rule(data: dict[str, Any]) -> dict[str, Any]:
         ],
         "class": data.get("action_class"),
         "levels": _levels(data.get("levels") or ""),
-        "on_timeout": data.get("on_timeout") or "expire",
+        "on_timeout": data.get("on_timeout") or OnTimeout.EXPIRE.value,
         "fail_open": bool(data.get("fail_open")),
         "ticket": bool(data.get("ticket")),
         "approvals": data.get("approvals") or 1,

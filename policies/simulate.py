@@ -12,9 +12,7 @@ from policies.config import current_catalog
 from policies.durations import iso_duration
 from policies.matching import ConditionFailed, route
 from policies.models import Policy, rule_clock
-from policies.spec import Report, lint_facts, lint_rule
-
-TERMINAL = {"expire": "expired", "deny": "denied", "approve": "approved"}
+from policies.spec import OnTimeout, Report, lint_facts, lint_rule
 
 
 def may_view(user, policy: Policy) -> bool:
@@ -129,7 +127,7 @@ def simulate(
         "levels": levels,
         "outcome": {
             "on_timeout": rule["on_timeout"],
-            "status": TERMINAL[rule["on_timeout"]],
+            "status": OnTimeout(rule["on_timeout"]).status,
             "at": due.isoformat().replace("+00:00", "Z"),
             "ticket_for": rule["levels"][-1]["role"] if rule["ticket"] else None,
         },

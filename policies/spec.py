@@ -18,6 +18,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.db import models
 
 from policies.business_hours import normalize as normalize_calendar
 from policies.conditions import ConditionError, check_condition
@@ -25,8 +26,21 @@ from policies.durations import DurationError, format_duration, parse_duration
 
 SLUG = re.compile(r"^[a-z0-9-]{1,63}$")
 GLOB = re.compile(r"^[a-z0-9_.:*?\[\]!-]{1,100}$")
-ON_TIMEOUT = ("expire", "deny", "approve")
 DAY = 24 * 3600
+
+
+class OnTimeout(models.TextChoices):
+    """What happens when a rule's last deadline passes with no decision."""
+
+    EXPIRE = "expire", "expire"
+    DENY = "deny", "deny"
+    APPROVE = "approve", "approve"  # only with fail_open: true
+
+    @property
+    def status(self) -> str:
+        """The status the request ends in (a value of ``approvals.models.Status``)."""
+        return {"expire": "expired", "deny": "denied", "approve": "approved"}[self.value]
+
 
 ROLE_FIELDS = {"kind", "name", "title", "members", "email"}
 CLASS_FIELDS = {"kind", "name", "title", "sla", "calendar"}
@@ -258,11 +272,11 @@ def validate_rule(
     for message in level_errors:
         add("levels", message.removeprefix(", ").removeprefix(": "))
 
-    on_timeout = raw.get("on_timeout", "expire")
+    on_timeout = raw.get("on_timeout", OnTimeout.EXPIRE.value)
     fail_open = raw.get("fail_open", False)
-    if on_timeout not in ON_TIMEOUT:
+    if on_timeout not in OnTimeout.values:
         add("on_timeout", f"on_timeout {on_timeout!r} must be expire, deny or approve")
-    elif on_timeout == "approve" and fail_open is not True:
+    elif on_timeout == OnTimeout.APPROVE and fail_open is not True:
         add(
             "on_timeout",
             "on_timeout: approve approves on silence; "
