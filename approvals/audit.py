@@ -37,7 +37,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.canonical import canonical_json, sha256_hex
-from approvals.models import TERMINAL, ApprovalRequest, AuditEvent, AuditHead, AuditSeal
+from approvals.models import (
+    TERMINAL,
+    ApprovalRequest,
+    AuditEvent,
+    AuditHead,
+    AuditKind,
+    AuditSeal,
+)
 
 CONFIG_CHAIN = "config"
 SEAL_CHAIN = "seals"
@@ -135,7 +142,7 @@ def prepare(
 
 
 def record_config(
-    kind: AuditEvent.Kind,
+    kind: AuditKind,
     *,
     actor: dict,
     summary: str,

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -16,7 +17,7 @@ from django.utils import timezone
 from approvals.rates import validate_rate
 from policies.business_hours import Calendar
 from policies.models import PolicyVersion, Role
-from policies.spec import OnTimeout
+from policies.spec import OnTimeout, RuleSpec
 
 
 class Agent(models.Model):
@@ -228,6 +229,22 @@ class ApprovalRequest(models.Model):
     def on_behalf_of(self) -> str | None:
         value = (self.requester or {}).get("on_behalf_of")
         return value if isinstance(value, str) else None
+
+    @staticmethod
+    def fields_from_rule(rule: RuleSpec) -> dict[str, Any]:
+        """What a new request copies from the rule that routed it, so that
+        editing the policy never changes a request in flight."""
+        return {
+            "rule_name": rule["name"],
+            "action_class": rule["class"],
+            "levels": rule["levels"],
+            "on_timeout": rule["on_timeout"],
+            "fail_open": rule["fail_open"],
+            "ticket_on_timeout": rule["ticket"],
+            "approvals_required": rule["approvals"],
+            "editable": rule["editable"],
+            "remind_seconds": rule["remind"],
+        }
 
     def is_for(self, user) -> bool:
         """Whether ``user`` is the person this request was made on behalf of

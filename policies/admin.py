@@ -14,12 +14,12 @@ from guardian.shortcuts import assign_perm, get_group_perms, get_objects_for_use
 
 from approvals.models import AuditKind as Kind
 from policies.business_hours import compact_hours, normalize
-from policies.config import current_catalog, record_membership, save_policy_version, set_scope
+from policies.config import record_membership, save_policy_version, set_scope
 from policies.durations import format_duration
 from policies.models import ACT_FOR_ROLE, ActionClass, Calendar, Policy, PolicyVersion, Role, Rule
 from policies.rule_rows import raw_rule
 from policies.simulate import simulate
-from policies.spec import validate_documents, validate_rule
+from policies.spec import PolicySpec, RuleSpec, validate_rule
 
 
 class SuperuserObjectPermissions:
@@ -224,7 +224,7 @@ class RuleFormSet(BaseInlineFormSet):
         roles = set(Role.objects.values_list("name", flat=True))
         classes = set(ActionClass.objects.values_list("name", flat=True))
         calendars = set(Calendar.objects.values_list("name", flat=True))
-        ordered: list[tuple[int, int, dict]] = []
+        ordered: list[tuple[int, int, RuleSpec]] = []
         names: set[str] = set()
         for form in self.forms:
             data = getattr(form, "cleaned_data", None)
@@ -374,8 +374,10 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
             # the admin's change message still expects these lists.
             formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         rules_formset = next(fs for fs in formsets if isinstance(fs, RuleFormSet))
-        spec = {"priority": policy.priority, "rules": rules_formset.rules}
-        version = save_policy_version(policy.name, spec, author=request.user.get_username())
+        spec: PolicySpec = {"priority": policy.priority, "rules": rules_formset.rules}
+        version, warnings = save_policy_version(
+            policy.name, spec, author=request.user.get_username()
+        )
         saved = Policy.objects.get(name=policy.name)
         if request.user.is_superuser:
             set_scope(saved, policy.scope, request.user.get_username())
@@ -385,14 +387,7 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
         if version is None:
             messages.info(request, "No change: the policy is as it was.")
             return
-        document: dict[str, Any] = {
-            "kind": "Policy",
-            "name": policy.name,
-            "priority": policy.priority,
-        }
-        document["rules"] = [_as_yaml_rule(rule) for rule in rules_formset.rules]
-        report = validate_documents([document], current_catalog([document]))
-        for warning in report.warnings:
+        for warning in warnings:
             messages.warning(request, warning)
         messages.success(request, f"Saved as version {version.number}.")
 
@@ -426,17 +421,3 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
             "opts": self.model._meta,
         }
         return render(request, "admin/policies/policy/simulate.html", context)
-
-
-def _as_yaml_rule(rule: dict) -> dict:
-    """A normalized rule back in the raw form the validator reads."""
-    raw = {k: v for k, v in rule.items() if k not in ("levels", "when", "remind")}
-    raw["levels"] = [
-        {"role": level["role"], "deadline": format_duration(level["deadline"])}
-        for level in rule["levels"]
-    ]
-    if rule["when"]:
-        raw["when"] = rule["when"]
-    if rule["remind"]:
-        raw["remind"] = format_duration(rule["remind"])
-    return raw

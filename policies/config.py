@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from django.contrib.auth import get_user_model
@@ -21,7 +21,14 @@ from policies.business_hours import compact_hours
 from policies.durations import format_duration
 from policies.models import ACT_FOR_ROLE, ActionClass, Calendar, Policy, PolicyVersion, Role
 from policies.rule_rows import rows_from_spec
-from policies.spec import Catalog, Report, referenced_usernames, validate_documents
+from policies.spec import (
+    Catalog,
+    PolicySpec,
+    Report,
+    referenced_usernames,
+    rule_document,
+    validate_documents,
+)
 
 
 class ConfigError(Exception):
@@ -189,11 +196,19 @@ def _apply_class(doc: dict, author: str) -> list[str]:
     return [f"update action class {action_class.name}"]
 
 
-def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion | None:
-    """Record ``spec`` as the policy's new current version; None if unchanged.
+class SavedVersion(NamedTuple):
+    version: PolicyVersion | None  # None: the spec was the current one
+    warnings: list[str]  # the lint of the new version (none when unchanged)
+
+
+def save_policy_version(
+    name: str, spec: PolicySpec, *, author: str, lint: bool = True
+) -> SavedVersion:
+    """Record ``spec`` as the policy's new current version, and lint it.
 
     The policy row is locked so that two concurrent edits get consecutive
-    version numbers instead of colliding on the same one.
+    version numbers instead of colliding on the same one. ``apply`` passes
+    ``lint=False``: it linted all its documents together before saving.
     """
     policy, _ = Policy.objects.get_or_create(name=name, defaults={"priority": spec["priority"]})
     policy = (
@@ -203,7 +218,7 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
     )
     previous = policy.current_version
     if previous is not None and previous.spec == spec:
-        return None
+        return SavedVersion(None, [])
     before = policy_yaml(name, previous.spec) if previous else ""
     diff = "".join(
         difflib.unified_diff(
@@ -232,11 +247,16 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
         policy_version=version.number,
         data={"priority": spec["priority"], "diff": diff[:20000]},
     )
-    return version
+    if not lint:
+        return SavedVersion(version, [])
+    document = policy_document(name, spec)
+    return SavedVersion(
+        version, validate_documents([document], current_catalog([document])).warnings
+    )
 
 
-def _apply_policy(name: str, spec: dict, *, author: str) -> list[str]:
-    version = save_policy_version(name, spec, author=author)
+def _apply_policy(name: str, spec: PolicySpec, *, author: str) -> list[str]:
+    version = save_policy_version(name, spec, author=author, lint=False).version
     _widen_scope(name, spec, author)
     if version is None:
         return []
@@ -244,7 +264,7 @@ def _apply_policy(name: str, spec: dict, *, author: str) -> list[str]:
     return [f"{verb} policy {name} (version {version.number})"]
 
 
-def _widen_scope(name: str, spec: dict, author: str) -> None:
+def _widen_scope(name: str, spec: PolicySpec, author: str) -> None:
     """``apply`` is run by operators: what they route is within the policy's scope."""
     policy = Policy.objects.get(name=name)
     globs = [g for rule in spec["rules"] for g in rule["actions"] if not policy.in_scope(g)]
@@ -325,30 +345,13 @@ def calendar_document(calendar: Calendar) -> dict:
     return doc
 
 
-def policy_document(name: str, spec: dict) -> dict:
+def policy_document(name: str, spec: PolicySpec) -> dict:
     """A normalized spec back in the YAML form people write."""
-    rules = []
-    for rule in spec["rules"]:
-        out: dict[str, Any] = {"name": rule["name"], "actions": list(rule["actions"])}
-        if rule["when"] is not None:
-            out["when"] = rule["when"]
-        out["class"] = rule["class"]
-        out["levels"] = [
-            {"role": level["role"], "deadline": format_duration(level["deadline"])}
-            for level in rule["levels"]
-        ]
-        out["on_timeout"] = rule["on_timeout"]
-        for key in ("fail_open", "ticket", "approvals", "editable"):
-            out[key] = rule[key]
-        if rule["remind"] is not None:
-            out["remind"] = format_duration(rule["remind"])
-        if rule.get("calendar"):
-            out["calendar"] = rule["calendar"]
-        rules.append(out)
+    rules = [rule_document(rule) for rule in spec["rules"]]
     return {"kind": "Policy", "name": name, "priority": spec["priority"], "rules": rules}
 
 
-def policy_yaml(name: str, spec: dict) -> str:
+def policy_yaml(name: str, spec: PolicySpec) -> str:
     return dump_yaml([policy_document(name, spec)])
 
 

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
-from policies.spec import OnTimeout
+from policies.spec import OnTimeout, RuleSpec
 
 ACT_FOR_ROLE = "act_for_role"
 
@@ -250,7 +250,7 @@ class Rule(models.Model):
         return self.name
 
 
-def rule_clock(rule: dict) -> tuple[Calendar | None, int | None]:
+def rule_clock(rule: RuleSpec) -> tuple[Calendar | None, int | None]:
     """The calendar a rule's deadlines and SLA count under (its own, else its
     class's) and its class's SLA in seconds, in one or two small queries."""
     action_class = ActionClass.objects.select_related("calendar").filter(name=rule["class"]).first()

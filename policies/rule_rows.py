@@ -1,4 +1,6 @@
-"""Between a policy's spec and the Rule rows the admin edits."""
+"""Between a policy's spec and the Rule rows the admin edits: ``rows_from_spec``
+one way, ``raw_rule`` (the document form, which ``validate_rule`` makes a spec
+of) the other."""
 
 from __future__ import annotations
 
@@ -6,10 +8,10 @@ from typing import Any
 
 from policies.durations import format_duration
 from policies.models import Policy, Rule
-from policies.spec import OnTimeout
+from policies.spec import OnTimeout, PolicySpec
 
 
-def rows_from_spec(policy: Policy, spec: dict) -> None:
+def rows_from_spec(policy: Policy, spec: PolicySpec) -> None:
     """Rewrite the policy's Rule rows to show ``spec``."""
     Rule.objects.filter(policy=policy).delete()
     Rule.objects.bulk_create(
