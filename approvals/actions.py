@@ -43,6 +43,7 @@ from approvals.models import (
 )
 from approvals.outbound import UnsafeURL
 from approvals.transitions import finish
+from policies.durations import iso_instant
 from policies.matching import ConditionFailed, route
 from policies.models import Role, rule_clock
 
@@ -245,7 +246,7 @@ def decide(
     # whatever the timeout outcome was (even the one they asked for).
     raise Conflict(
         f"Too late: the request ended {request.status} on timeout at "
-        f"{_iso(request.decided_at)}; your decision is recorded as late.",
+        f"{iso_instant(request.decided_at)}; your decision is recorded as late.",
         request,
     )
 
@@ -279,7 +280,7 @@ def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reas
             "outcome": outcome,
             "reason": reason,
             "status": request.status,
-            "ended_at": _iso(request.decided_at),
+            "ended_at": iso_instant(request.decided_at),
         },
     )
 
@@ -469,10 +470,6 @@ def _four_eyes(user, verb: str) -> str:
     return (
         f"Four eyes: this was requested on behalf of {user.get_username()}, who may not {verb} it."
     )
-
-
-def _iso(moment) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 # --- manual-review tickets -------------------------------------------------------

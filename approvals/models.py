@@ -86,9 +86,6 @@ TERMINAL = (Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.CANCELLED)
 
 
 class ApprovalRequestQuerySet(models.QuerySet["ApprovalRequest"]):
-    def pending(self) -> ApprovalRequestQuerySet:
-        return self.filter(status=Status.PENDING)
-
     def due(self, now=None) -> ApprovalRequestQuerySet:
         """Pending requests whose level deadline has passed (uses the partial index)."""
         return self.filter(status=Status.PENDING, due_at__lte=now or timezone.now())
@@ -256,10 +253,6 @@ class ApprovalRequest(models.Model):
 
     def level_deadline(self, level: int | None = None) -> int:
         return self.levels[(level or self.level) - 1]["deadline"]
-
-    def role_names(self) -> list[str]:
-        """Every role that owned it so far, the current one last."""
-        return [level["role"] for level in self.levels[: self.level]]
 
     @property
     def deadline(self) -> datetime:

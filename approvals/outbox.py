@@ -19,6 +19,8 @@ from django.utils import timezone
 from approvals import lanes
 from approvals.callbacks import lease_seconds
 from approvals.models import ApprovalRequest, Delivery, Notification
+from approvals.representation import RequestSerializer
+from policies.durations import iso_instant
 from policies.models import Role
 
 logger = logging.getLogger(__name__)
@@ -57,13 +59,11 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
     url = request.callback_url
     if not url:
         return None
-    from approvals.api.serializers import RequestSerializer
-
     now = timezone.now()
     body = json.dumps(
         {
             "type": event_type,
-            "timestamp": now.isoformat().replace("+00:00", "Z"),
+            "timestamp": iso_instant(now),
             "data": RequestSerializer(request).data,
         },
         separators=(",", ":"),

@@ -205,9 +205,6 @@ class PolicyVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.policy.name} v{self.number}"
 
-    def rule(self, name: str) -> dict | None:
-        return next((r for r in self.spec["rules"] if r["name"] == name), None)
-
 
 class Rule(models.Model):
     """A rule of a policy's current version, in a form the admin can edit inline.

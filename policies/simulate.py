@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from policies.business_hours import Calendar
 from policies.config import current_catalog
-from policies.durations import iso_duration
+from policies.durations import iso_duration, iso_instant
 from policies.matching import ConditionFailed, route
 from policies.models import Policy, rule_clock
 from policies.spec import OnTimeout, Report, lint_facts, lint_rule
@@ -110,7 +110,7 @@ def simulate(
                 "level": number,
                 "role": level["role"],
                 "deadline": iso_duration(level["deadline"]),
-                "due_at": due.isoformat().replace("+00:00", "Z"),
+                "due_at": iso_instant(due),
             }
         )
     facts = lint_facts(Report(), current_catalog([]))
@@ -128,7 +128,7 @@ def simulate(
         "outcome": {
             "on_timeout": rule["on_timeout"],
             "status": OnTimeout(rule["on_timeout"]).status,
-            "at": due.isoformat().replace("+00:00", "Z"),
+            "at": iso_instant(due),
             "ticket_for": rule["levels"][-1]["role"] if rule["ticket"] else None,
         },
         "warnings": lint_rule(rule, where, facts.members, facts),

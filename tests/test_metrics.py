@@ -1,4 +1,4 @@
-"""``/metrics``: the contract's series in the Prometheus text format, behind
+"""``/metrics``: the README's series in the Prometheus text format, behind
 METRICS_TOKEN, the same figures whichever process answers."""
 
 from __future__ import annotations

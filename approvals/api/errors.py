@@ -1,4 +1,4 @@
-"""Every API error as JSON: ``{"code", "detail", "errors"?}`` (CONTRACT.md section 9)."""
+"""Every API error as JSON: ``{"code", "detail", "errors"?}`` (README, API)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from approvals import errors as domain
+from approvals.representation import RequestSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ def exception_handler(exc, context) -> Response | None:
 
 def conflict_response(exc: domain.Conflict) -> Response:
     """409 with the request resource, plus the usual code and detail."""
-    from approvals.api.serializers import RequestSerializer
-
     body = dict(RequestSerializer(exc.request).data)
     body.update(code=exc.code, detail=exc.detail)
     return Response(body, status=status.HTTP_409_CONFLICT)

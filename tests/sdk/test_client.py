@@ -211,7 +211,7 @@ class TestErrors:
             try:
                 cs.requests.create(action="wire.send", summary="s", context={"amount": "lots"})
             except NoPolicyError:
-                pytest.skip("this server still falls through a failing condition (CONTRACT 2)")
+                pytest.skip("this server still falls through a failing condition (README, API)")
             except ConditionError as error:
                 assert error.status_code == 422
                 assert error.code == "condition_error"

@@ -26,5 +26,5 @@ class Command(BaseCommand):
         if days is not None and days <= 0:
             raise CommandError("--days must be positive.")
         token = issue_token(user, days=days, replace=reset)
-        # The token is the last word of the line, whatever the scheme (CONTRACT section 6).
+        # The token is the last word of the line, whatever the scheme (README, Commands).
         self.stdout.write(f"Generated token for user {username}: {token}")
