@@ -17,7 +17,7 @@ from approvals import audit
 from approvals.agents import rotate_signing_secret
 from approvals.canonical import canonical_json
 from approvals.models import ApprovalRequest, AuditEvent, AuditSeal
-from tests.conftest import INVOICE, decide
+from tests.helpers import INVOICE, decide
 
 
 def verify() -> str:

@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from approvals.models import AuditEvent
-from tests.conftest import INVOICE, decide, reviewer_client
+from tests.helpers import INVOICE, decide, reviewer_client
 
 KEYS = {
     "request", "seq", "kind", "at", "actor", "role", "level", "policy", "action", "summary",

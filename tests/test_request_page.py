@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from approvals import escalation
 from approvals.models import ApprovalRequest, Ticket
-from tests.conftest import INVOICE, decide
+from tests.helpers import INVOICE, decide
 
 
 def logged_in(username: str) -> Client:

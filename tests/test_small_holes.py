@@ -16,7 +16,7 @@ from guardian.shortcuts import assign_perm
 from approvals import escalation
 from approvals.models import ApprovalRequest
 from policies.models import Policy
-from tests.conftest import INVOICE, decide, reviewer_client
+from tests.helpers import INVOICE, decide, reviewer_client
 
 SIM = "/api/v1/policies/simulate"
 PAYMENT = {

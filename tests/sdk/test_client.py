@@ -30,7 +30,7 @@ from countersign_sdk import (
     WaitTimeout,
 )
 
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.slow]
