@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from approvals import audit, escalation, outbox
@@ -36,6 +38,7 @@ from approvals.models import (
     AuditEvent,
     Notification,
     Ownership,
+    RequestId,
     Status,
     Ticket,
     TicketNote,
@@ -45,7 +48,7 @@ from approvals.outbound import UnsafeURL
 from approvals.transitions import finish
 from policies.durations import iso_instant
 from policies.matching import ConditionFailed, route
-from policies.models import Role, rule_clock
+from policies.models import AnyUser, Role, rule_clock
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +169,7 @@ def _routed_request(
     return request
 
 
-def _person(name: Any):
+def _person(name: Any) -> User | None:
     """The user a request is on behalf of: by username, else by e-mail, in any
     case; None unless exactly one user answers to it."""
     if not isinstance(name, str) or not name.strip():
@@ -189,7 +192,7 @@ def _replay(agent: Agent, key: str, body_sha256: str) -> ApprovalRequest | None:
     return existing
 
 
-def cancel(request_id, *, agent: Agent, reason: str = "") -> ApprovalRequest:
+def cancel(request_id: RequestId, *, agent: Agent, reason: str = "") -> ApprovalRequest:
     """The agent withdraws its pending request (not one whose last deadline passed)."""
     _catch_up(request_id)
     with transaction.atomic():
@@ -210,9 +213,9 @@ def cancel(request_id, *, agent: Agent, reason: str = "") -> ApprovalRequest:
 
 
 def decide(
-    request_id,
+    request_id: RequestId,
     *,
-    reviewer,
+    reviewer: AnyUser,
     outcome: str,
     reason: str = "",
     payload: dict | None = None,
@@ -252,7 +255,7 @@ def decide(
 
 
 def _decide_pending(
-    request: ApprovalRequest, reviewer, outcome: str, reason: str, payload: dict | None
+    request: ApprovalRequest, reviewer: AnyUser, outcome: str, reason: str, payload: dict | None
 ) -> Result:
     blocker = decision_blocker(request, reviewer, outcome=outcome)
     if blocker:
@@ -271,7 +274,9 @@ def _decide_pending(
     return Result(request, changed=True)
 
 
-def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reason: str) -> None:
+def _record_late_decision(
+    request: ApprovalRequest, reviewer: AnyUser, outcome: str, reason: str
+) -> None:
     audit.record(
         request,
         AuditEvent.Kind.LATE_DECISION,
@@ -285,7 +290,9 @@ def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reas
     )
 
 
-def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | None) -> Result:
+def _approve(
+    request: ApprovalRequest, reviewer: AnyUser, reason: str, payload: dict | None
+) -> Result:
     approved = request.payload
     if payload is not None and payload != request.payload:
         if not request.editable:
@@ -339,7 +346,7 @@ def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | No
     return Result(request, changed=True)
 
 
-def claim(request_id, *, reviewer) -> Result:
+def claim(request_id: RequestId, *, reviewer: AnyUser) -> Result:
     """Take a pending request by name: while claimed, only the claimant decides."""
     _catch_up(request_id)
     with transaction.atomic():
@@ -353,13 +360,15 @@ def claim(request_id, *, reviewer) -> Result:
         if request.claimed_by_id is not None:
             raise Forbidden(f"Claimed by {request.claimant}.")
         now = timezone.now()
-        request.claimed_by, request.claimed_at, request.updated_at = reviewer, now, now
+        # Past _check_member: a signed-in user row, not AnonymousUser.
+        claimant = cast("User", reviewer)
+        request.claimed_by, request.claimed_at, request.updated_at = claimant, now, now
         request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
         audit.record(request, AuditEvent.Kind.CLAIMED, actor={"user": reviewer.get_username()})
     return Result(request, changed=True)
 
 
-def unclaim(request_id, *, reviewer) -> Result:
+def unclaim(request_id: RequestId, *, reviewer: AnyUser) -> Result:
     with transaction.atomic():
         request = _lock_for_reviewer(request_id, reviewer)
         if request.claimed_by_id is None:
@@ -375,13 +384,13 @@ def unclaim(request_id, *, reviewer) -> Result:
 # --- shared steps ---------------------------------------------------------------
 
 
-def _finish_locked(request: ApprovalRequest, status: str, **details) -> None:
+def _finish_locked(request: ApprovalRequest, status: str, **details: Any) -> None:
     if not finish(request, status, **details):
         # Unreachable while we hold the row lock; fail loudly if it ever is.
         raise RuntimeError(f"request {request.pk} changed under a held lock")
 
 
-def _lock(queryset, request_id) -> ApprovalRequest:
+def _lock(queryset: QuerySet[ApprovalRequest], request_id: RequestId) -> ApprovalRequest:
     # Lock the row alone, with no joins: when the row changed while we waited
     # for the lock, PostgreSQL re-checks it against the joined rows it read
     # *before* (e.g. the old owner role) and would drop it as not found.
@@ -391,7 +400,7 @@ def _lock(queryset, request_id) -> ApprovalRequest:
         raise NotVisible("No such request.") from None
 
 
-def _lock_for_reviewer(request_id, reviewer) -> ApprovalRequest:
+def _lock_for_reviewer(request_id: RequestId, reviewer: AnyUser) -> ApprovalRequest:
     request = _lock(ApprovalRequest.objects.all(), request_id)
     if (
         not ApprovalRequest.objects.filter(pk=request.pk)
@@ -402,7 +411,7 @@ def _lock_for_reviewer(request_id, reviewer) -> ApprovalRequest:
     return request
 
 
-def _catch_up(request_id) -> None:
+def _catch_up(request_id: RequestId) -> None:
     """Deadlines mean what they say: someone acting after a level's deadline,
     before the engine got to it, first lets the engine's step happen (escalate,
     or time out), and is then judged against the new state.
@@ -419,7 +428,7 @@ def _catch_up(request_id) -> None:
                 return
 
 
-def _role_names(reviewer) -> set[str]:
+def _role_names(reviewer: AnyUser) -> set[str]:
     return set(Role.objects.for_user(reviewer).values_list("name", flat=True))
 
 
@@ -428,14 +437,18 @@ def _check_member(request: ApprovalRequest, roles: set[str]) -> None:
         raise Forbidden(_not_member(request))
 
 
-def _check_not_requester(request: ApprovalRequest, reviewer, verb: str) -> None:
+def _check_not_requester(request: ApprovalRequest, reviewer: AnyUser, verb: str) -> None:
     # Claiming is barred too: a claim would keep colleagues from deciding.
     if request.is_for(reviewer):
         raise Forbidden(_four_eyes(reviewer, verb))
 
 
 def decision_blocker(
-    request: ApprovalRequest, user, *, outcome: str = APPROVE, roles: set[str] | None = None
+    request: ApprovalRequest,
+    user: AnyUser,
+    *,
+    outcome: str = APPROVE,
+    roles: set[str] | None = None,
 ) -> str | None:
     """Why ``user`` may not decide ``request`` with ``outcome`` now; None if they may.
 
@@ -466,7 +479,7 @@ def _not_member(request: ApprovalRequest) -> str:
     )
 
 
-def _four_eyes(user, verb: str) -> str:
+def _four_eyes(user: AnyUser, verb: str) -> str:
     return (
         f"Four eyes: this was requested on behalf of {user.get_username()}, who may not {verb} it."
     )
@@ -475,13 +488,14 @@ def _four_eyes(user, verb: str) -> str:
 # --- manual-review tickets -------------------------------------------------------
 
 
-def add_ticket_note(ticket_id, *, reviewer, text: str) -> TicketNote:
+def add_ticket_note(ticket_id: int, *, reviewer: AnyUser, text: str) -> TicketNote:
     """A member of the ticket's role adds to the story."""
     if not text.strip():
         raise Invalid("text", "Write a note.")
     with transaction.atomic():
         ticket = _ticket_for_member(ticket_id, reviewer)
-        note = TicketNote.objects.create(ticket=ticket, author=reviewer, text=text.strip())
+        author = cast("User", reviewer)  # a member of the ticket's role
+        note = TicketNote.objects.create(ticket=ticket, author=author, text=text.strip())
         audit.record(
             ticket.request, AuditEvent.Kind.TICKET_NOTE, actor={"user": reviewer.get_username()},
             data={"ticket": ticket.pk, "note": note.text},
@@ -489,7 +503,7 @@ def add_ticket_note(ticket_id, *, reviewer, text: str) -> TicketNote:
     return note
 
 
-def close_ticket(ticket_id, *, reviewer, resolution: str) -> Ticket:
+def close_ticket(ticket_id: int, *, reviewer: AnyUser, resolution: str) -> Ticket:
     """Close a manual-review ticket with how it was resolved."""
     if not resolution.strip():
         raise Invalid("resolution", "Say how it was resolved.")
@@ -512,7 +526,7 @@ def close_ticket(ticket_id, *, reviewer, resolution: str) -> Ticket:
     return ticket
 
 
-def _ticket_for_member(ticket_id, reviewer) -> Ticket:
+def _ticket_for_member(ticket_id: int, reviewer: AnyUser) -> Ticket:
     try:
         ticket = Ticket.objects.select_for_update().get(pk=ticket_id)
     except (Ticket.DoesNotExist, ValueError, TypeError):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -69,7 +70,7 @@ def new_api_key(agent: Agent, *, actor: dict | None = None) -> str:
 
 def rotate_signing_secret(
     agent: Agent, *, grace_hours: float | None = None, actor: dict | None = None
-):
+) -> tuple[str, datetime]:
     """A new signing secret; the old one keeps signing until the grace ends."""
     grace = settings.APPROVALS_SECRET_GRACE_HOURS if grace_hours is None else grace_hours
     until = timezone.now() + timedelta(hours=grace)
@@ -88,7 +89,7 @@ def rotate_signing_secret(
     return agent.signing_secret, until
 
 
-def _record(agent: Agent, kind: Kind, actor: dict | None, **data) -> None:
+def _record(agent: Agent, kind: Kind, actor: dict | None, **data: Any) -> None:
     # What changed and who did it; never the credential itself.
     audit.record_config(
         kind,

@@ -45,6 +45,7 @@ from approvals.models import (
     AuditKind,
     AuditSeal,
 )
+from policies.models import AnyUser
 
 CONFIG_CHAIN = "config"
 SEAL_CHAIN = "seals"
@@ -110,7 +111,7 @@ def prepare(
     actor: dict,
     data: dict | None = None,
     after: tuple[int, str] | None = None,
-    at=None,
+    at: datetime | None = None,
 ) -> AuditEvent:
     """The next event of the chain, hashed but not saved.
 
@@ -231,7 +232,7 @@ def seal_hash(sealed: AuditSeal, key: bytes | None = None) -> str:
     return hmac.new(key or audit_key(), canonical_json(content), hashlib.sha256).hexdigest()
 
 
-def user_actor(user) -> dict:
+def user_actor(user: AnyUser) -> dict:
     return {"user": user.get_username()}
 
 

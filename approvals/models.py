@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from approvals.rates import validate_rate
 from policies.business_hours import Calendar
-from policies.models import PolicyVersion, Role
+from policies.models import AnyUser, PolicyVersion, Role
 from policies.spec import OnTimeout, RuleSpec
 
 
@@ -57,7 +57,7 @@ class Agent(models.Model):
     def may_request(self, action: str) -> bool:
         return not self.action_globs or any(fnmatchcase(action, g) for g in self.action_globs)
 
-    def signing_secrets(self, now=None) -> list[str]:
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
         """The secrets to sign with now: the current one, and the previous one
         while its grace period lasts."""
         secrets = [self.signing_secret]
@@ -74,6 +74,10 @@ def _calendar(spec: str) -> Calendar:
     return Calendar.from_spec(json.loads(spec))
 
 
+# A request's id as callers hold it: a UUID, or its text from a URL or a task.
+RequestId = uuid.UUID | str
+
+
 class Status(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"
@@ -86,11 +90,11 @@ TERMINAL = (Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.CANCELLED)
 
 
 class ApprovalRequestQuerySet(models.QuerySet["ApprovalRequest"]):
-    def due(self, now=None) -> ApprovalRequestQuerySet:
+    def due(self, now: datetime | None = None) -> ApprovalRequestQuerySet:
         """Pending requests whose level deadline has passed (uses the partial index)."""
         return self.filter(status=Status.PENDING, due_at__lte=now or timezone.now())
 
-    def reminder_due(self, now=None) -> ApprovalRequestQuerySet:
+    def reminder_due(self, now: datetime | None = None) -> ApprovalRequestQuerySet:
         return self.filter(status=Status.PENDING, remind_at__lte=now or timezone.now())
 
     def visible_to(self, roles: models.QuerySet[Role]) -> ApprovalRequestQuerySet:
@@ -243,7 +247,7 @@ class ApprovalRequest(models.Model):
             "remind_seconds": rule["remind"],
         }
 
-    def is_for(self, user) -> bool:
+    def is_for(self, user: AnyUser) -> bool:
         """Whether ``user`` is the person this request was made on behalf of
         (the resolved user, or the name as given, in any case)."""
         if self.on_behalf_of_user_id is not None and self.on_behalf_of_user_id == user.pk:

@@ -67,7 +67,7 @@ class RequestSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
-    def get_fields(self):
+    def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
         # "class" is a Python keyword, so it cannot be declared as an attribute.
         ordered = {}

@@ -8,11 +8,14 @@ the same domain functions as the API (approvals.actions).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.html import format_html
@@ -25,7 +28,7 @@ from approvals import actions
 from approvals.api.parsers import json_problem
 from approvals.errors import ApprovalError, Conflict, Invalid, NotVisible
 from approvals.models import ApprovalRequest, AuditEvent, Ticket
-from policies.models import ActionClass, Role
+from policies.models import ActionClass, AnyUser, Role
 
 PAGE_SIZE = 50
 
@@ -39,7 +42,7 @@ class HtmxHttpRequest(HttpRequest):
 TABS = ("queue", "escalated", "decided", "tickets")
 
 
-def _visible_request(user, pk) -> ApprovalRequest:
+def _visible_request(user: AnyUser, pk: UUID) -> ApprovalRequest:
     """The request if one of the user's roles owns or owned it, else 404."""
     requests = ApprovalRequest.objects.visible_to(Role.objects.for_user(user))
     try:
@@ -84,7 +87,7 @@ def inbox(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-def _tab_rows(tab: str, roles, filters: dict):
+def _tab_rows(tab: str, roles: QuerySet[Role], filters: dict) -> QuerySet[Any]:
     if tab == "tickets":
         tickets = Ticket.objects.filter(role__in=roles).select_related("request", "role")
         return tickets.order_by("status", "-opened_at")
@@ -109,7 +112,7 @@ def _tab_rows(tab: str, roles, filters: dict):
 
 @login_required
 @require_GET
-def request_page(request: HtmxHttpRequest, pk) -> HttpResponse:
+def request_page(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     return _render_request(request, approval)
 
@@ -120,7 +123,7 @@ def _render_request(
     *,
     error: str = "",
     status: int = 200,
-    **extra,
+    **extra: Any,
 ) -> HttpResponse:
     my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
     # Why this user may not deny (then no form), or not approve (then no
@@ -170,7 +173,7 @@ def _chain(approval: ApprovalRequest) -> list[dict]:
 
 @login_required
 @require_POST
-def decide(request: HtmxHttpRequest, pk) -> HttpResponse:
+def decide(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     outcome = request.POST.get("outcome", "")
     payload = None
@@ -215,17 +218,19 @@ def _panel_error(request: HtmxHttpRequest, approval: ApprovalRequest, message: s
 
 @login_required
 @require_POST
-def claim(request: HtmxHttpRequest, pk) -> HttpResponse:
+def claim(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     return _claim_or_unclaim(request, pk, actions.claim)
 
 
 @login_required
 @require_POST
-def unclaim(request: HtmxHttpRequest, pk) -> HttpResponse:
+def unclaim(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     return _claim_or_unclaim(request, pk, actions.unclaim)
 
 
-def _claim_or_unclaim(request: HtmxHttpRequest, pk, action) -> HttpResponse:
+def _claim_or_unclaim(
+    request: HtmxHttpRequest, pk: UUID, action: Callable[..., actions.Result]
+) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     error = ""
     try:
@@ -251,7 +256,7 @@ def _safe_next(request: HtmxHttpRequest) -> str:
     return "/"
 
 
-def strict_json(text: str):
+def strict_json(text: str) -> Any:
     """Parse JSON as strictly as the API does (approvals.api.parsers): what
     PostgreSQL would refuse, or what is nested too deep, is a ValueError."""
     if len(text.encode()) > settings.APPROVALS_MAX_BODY_BYTES:
@@ -272,7 +277,7 @@ def _reject_constant(name: str) -> None:
 
 @login_required
 @require_POST
-def payload_preview(request: HtmxHttpRequest, pk) -> HttpResponse:
+def payload_preview(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     """The diff an edited payload would make, before approving it: only for
     someone who may decide now, on a pending request whose rule allows edits."""
     approval = _visible_request(request.user, pk)
@@ -294,7 +299,7 @@ def _preview_error(message: str, status: int = 400) -> HttpResponse:
 
 @login_required
 @require_POST
-def ticket_note(request: HtmxHttpRequest, pk) -> HttpResponse:
+def ticket_note(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     text = request.POST.get("text", "").replace("\x00", "")
     return _ticket_action(
         request,
@@ -305,7 +310,7 @@ def ticket_note(request: HtmxHttpRequest, pk) -> HttpResponse:
 
 @login_required
 @require_POST
-def ticket_close(request: HtmxHttpRequest, pk) -> HttpResponse:
+def ticket_close(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     resolution = request.POST.get("resolution", "").replace("\x00", "")
     return _ticket_action(
         request,
@@ -316,7 +321,9 @@ def ticket_close(request: HtmxHttpRequest, pk) -> HttpResponse:
     )
 
 
-def _ticket_action(request: HtmxHttpRequest, pk, action) -> HttpResponse:
+def _ticket_action(
+    request: HtmxHttpRequest, pk: UUID, action: Callable[[Ticket], object]
+) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     ticket = Ticket.objects.filter(request=approval).first()
     if ticket is None:

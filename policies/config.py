@@ -304,7 +304,7 @@ def record_membership(role: Role, who: str, *, granted: bool, actor: dict, perm:
     )
 
 
-def _record(kind: Kind, author: str, summary: str, **fields) -> None:
+def _record(kind: Kind, author: str, summary: str, **fields: Any) -> None:
     # Imported here: approvals' models import this app's models.
     from approvals import audit
 

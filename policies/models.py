@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import models
 from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
@@ -18,9 +19,12 @@ from policies.spec import OnTimeout, RuleSpec
 
 ACT_FOR_ROLE = "act_for_role"
 
+# request.user (perhaps anonymous) or a user row.
+AnyUser = User | AnonymousUser
+
 
 class RoleQuerySet(models.QuerySet["Role"]):
-    def for_user(self, user) -> RoleQuerySet:
+    def for_user(self, user: AnyUser) -> RoleQuerySet:
         """The roles this user may act for, directly or through a group."""
         if not user.is_authenticated or not user.is_active:
             return self.none()

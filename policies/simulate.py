@@ -11,11 +11,11 @@ from policies.business_hours import Calendar
 from policies.config import current_catalog
 from policies.durations import iso_duration, iso_instant
 from policies.matching import ConditionFailed, route
-from policies.models import Policy, rule_clock
+from policies.models import AnyUser, Policy, rule_clock
 from policies.spec import OnTimeout, Report, lint_facts, lint_rule
 
 
-def may_view(user, policy: Policy) -> bool:
+def may_view(user: AnyUser, policy: Policy) -> bool:
     """Superusers, and staff holding view or change on the policy (or on all)."""
     if user.is_active and user.is_superuser:
         return True
@@ -24,7 +24,11 @@ def may_view(user, policy: Policy) -> bool:
 
 
 def simulate(
-    body: dict[str, Any], *, agent: str = "", now: datetime | None = None, viewer=None
+    body: dict[str, Any],
+    *,
+    agent: str = "",
+    now: datetime | None = None,
+    viewer: AnyUser | None = None,
 ) -> dict:
     """Which policy, version and rule would route ``body`` (a request as the
     agent API takes it), each level's owner and projected deadline, the

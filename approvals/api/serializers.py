@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from approvals.models import Status
@@ -26,10 +28,10 @@ __all__ = [
 class TextOnlyMixin:
     """Refuse numbers and booleans instead of turning them into text."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):
             raise serializers.ValidationError("Must be text.", code="invalid")
-        return super().to_internal_value(data)
+        return super().to_internal_value(data)  # type: ignore[misc]  # a Field's, mixed in
 
 
 class StrictCharField(TextOnlyMixin, serializers.CharField):
@@ -47,16 +49,16 @@ class StrictURLField(TextOnlyMixin, serializers.URLField):
 class NoUnknownFieldsMixin:
     """Unknown fields are refused: a typo ('contxt') must not silently drop data."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
+            unknown = sorted(set(data) - set(self.fields))  # type: ignore[attr-defined]
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+        return super().to_internal_value(data)  # type: ignore[misc]  # a Serializer's, mixed in
 
 
 class RequesterSerializer(serializers.DictField):
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
         on_behalf_of = value.get("on_behalf_of")
         if on_behalf_of is not None and not isinstance(on_behalf_of, str):
@@ -78,7 +80,7 @@ class RequestCreateSerializer(NoUnknownFieldsMixin, serializers.Serializer):
     callback_url = StrictURLField(required=False, max_length=2000)
     requester = RequesterSerializer(required=False, default=dict)
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
             raise serializers.ValidationError(
                 {"non_field_errors": ["Send a JSON object."]}, code="invalid"
