@@ -116,6 +116,17 @@ def test_the_preview_is_refused_to_a_reviewer_who_does_not_own_it_now(bot, users
     assert response.status_code == 403
 
 
+def test_the_preview_is_refused_to_the_person_it_was_requested_for(bot, users):
+    """They may not approve it, so they have no edits to preview either."""
+    created = create(bot, {**PAYMENT, "requester": {"on_behalf_of": "maria"}})
+    response = browser("maria").post(f"/requests/{created['id']}/preview", {"payload": "{}"})
+    assert response.status_code == 403
+    assert (
+        browser("tom").post(f"/requests/{created['id']}/preview", {"payload": "{}"}).status_code
+        == 200
+    )
+
+
 def test_a_large_payload_is_compared_by_key_not_line_by_line(bot, users):
     big = {f"line{i}": "x" * 60 for i in range(400)}  # about 30 KiB
     created = create(bot, {**PAYMENT, "payload": big})
