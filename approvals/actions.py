@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from approvals import audit, escalation, outbox
@@ -33,8 +35,10 @@ from approvals.errors import (
 from approvals.models import (
     Agent,
     ApprovalRequest,
+    AuditEvent,
     Notification,
     Ownership,
+    RequestId,
     Status,
     Ticket,
     TicketNote,
@@ -42,8 +46,9 @@ from approvals.models import (
 )
 from approvals.outbound import UnsafeURL
 from approvals.transitions import finish
+from policies.durations import iso_instant
 from policies.matching import ConditionFailed, route
-from policies.models import Role, rule_clock
+from policies.models import AnyUser, Role, rule_clock
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +96,7 @@ def create_request(
         with transaction.atomic():
             request.save(force_insert=True)
             Ownership.objects.create(request=request, role=request.owner_role, level=1)
-            audit.record(request, "created", actor={"agent": agent.name})
+            audit.record(request, AuditEvent.Kind.CREATED, actor={"agent": agent.name})
             outbox.notify(request, Notification.Kind.NEW)
             outbox.set_timer(request)
     except IntegrityError:
@@ -148,15 +153,7 @@ def _routed_request(
         on_behalf_of_user=_person(requester.get("on_behalf_of")),
         callback_url=body.get("callback_url") or agent.callback_url,
         policy_version=found.version,
-        rule_name=rule["name"],
-        action_class=rule["class"],
-        levels=rule["levels"],
-        on_timeout=rule["on_timeout"],
-        fail_open=rule["fail_open"],
-        ticket_on_timeout=rule["ticket"],
-        approvals_required=rule["approvals"],
-        editable=rule["editable"],
-        remind_seconds=rule["remind"],
+        **ApprovalRequest.fields_from_rule(rule),
         owner_role=first_role,
         level_started_at=now,
         calendar=calendar.as_spec() if calendar else None,
@@ -172,7 +169,7 @@ def _routed_request(
     return request
 
 
-def _person(name: Any):
+def _person(name: Any) -> User | None:
     """The user a request is on behalf of: by username, else by e-mail, in any
     case; None unless exactly one user answers to it."""
     if not isinstance(name, str) or not name.strip():
@@ -195,7 +192,7 @@ def _replay(agent: Agent, key: str, body_sha256: str) -> ApprovalRequest | None:
     return existing
 
 
-def cancel(request_id, *, agent: Agent, reason: str = "") -> ApprovalRequest:
+def cancel(request_id: RequestId, *, agent: Agent, reason: str = "") -> ApprovalRequest:
     """The agent withdraws its pending request (not one whose last deadline passed)."""
     _catch_up(request_id)
     with transaction.atomic():
@@ -216,9 +213,9 @@ def cancel(request_id, *, agent: Agent, reason: str = "") -> ApprovalRequest:
 
 
 def decide(
-    request_id,
+    request_id: RequestId,
     *,
-    reviewer,
+    reviewer: AnyUser,
     outcome: str,
     reason: str = "",
     payload: dict | None = None,
@@ -252,15 +249,17 @@ def decide(
     # whatever the timeout outcome was (even the one they asked for).
     raise Conflict(
         f"Too late: the request ended {request.status} on timeout at "
-        f"{_iso(request.decided_at)}; your decision is recorded as late.",
+        f"{iso_instant(request.decided_at)}; your decision is recorded as late.",
         request,
     )
 
 
 def _decide_pending(
-    request: ApprovalRequest, reviewer, outcome: str, reason: str, payload: dict | None
+    request: ApprovalRequest, reviewer: AnyUser, outcome: str, reason: str, payload: dict | None
 ) -> Result:
-    _check_may_decide(request, reviewer, _role_names(reviewer))
+    blocker = decision_blocker(request, reviewer, outcome=outcome)
+    if blocker:
+        raise Forbidden(blocker)
     if outcome == APPROVE:
         return _approve(request, reviewer, reason, payload)
     if not reason.strip():
@@ -275,22 +274,25 @@ def _decide_pending(
     return Result(request, changed=True)
 
 
-def _record_late_decision(request: ApprovalRequest, reviewer, outcome: str, reason: str) -> None:
+def _record_late_decision(
+    request: ApprovalRequest, reviewer: AnyUser, outcome: str, reason: str
+) -> None:
     audit.record(
         request,
-        "late_decision",
+        AuditEvent.Kind.LATE_DECISION,
         actor={"user": reviewer.get_username()},
         data={
             "outcome": outcome,
             "reason": reason,
             "status": request.status,
-            "ended_at": _iso(request.decided_at),
+            "ended_at": iso_instant(request.decided_at),
         },
     )
 
 
-def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | None) -> Result:
-    _check_not_requester(request, reviewer, "approve")
+def _approve(
+    request: ApprovalRequest, reviewer: AnyUser, reason: str, payload: dict | None
+) -> Result:
     approved = request.payload
     if payload is not None and payload != request.payload:
         if not request.editable:
@@ -322,7 +324,7 @@ def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | No
     if len(approvers) < request.approvals_required:
         audit.record(
             request,
-            "approval_recorded",
+            AuditEvent.Kind.APPROVAL_RECORDED,
             actor={"user": username},
             data={
                 "approvals": len(approvers),
@@ -344,7 +346,7 @@ def _approve(request: ApprovalRequest, reviewer, reason: str, payload: dict | No
     return Result(request, changed=True)
 
 
-def claim(request_id, *, reviewer) -> Result:
+def claim(request_id: RequestId, *, reviewer: AnyUser) -> Result:
     """Take a pending request by name: while claimed, only the claimant decides."""
     _catch_up(request_id)
     with transaction.atomic():
@@ -358,13 +360,15 @@ def claim(request_id, *, reviewer) -> Result:
         if request.claimed_by_id is not None:
             raise Forbidden(f"Claimed by {request.claimant}.")
         now = timezone.now()
-        request.claimed_by, request.claimed_at, request.updated_at = reviewer, now, now
+        # Past _check_member: a signed-in user row, not AnonymousUser.
+        claimant = cast("User", reviewer)
+        request.claimed_by, request.claimed_at, request.updated_at = claimant, now, now
         request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-        audit.record(request, "claimed", actor={"user": reviewer.get_username()})
+        audit.record(request, AuditEvent.Kind.CLAIMED, actor={"user": reviewer.get_username()})
     return Result(request, changed=True)
 
 
-def unclaim(request_id, *, reviewer) -> Result:
+def unclaim(request_id: RequestId, *, reviewer: AnyUser) -> Result:
     with transaction.atomic():
         request = _lock_for_reviewer(request_id, reviewer)
         if request.claimed_by_id is None:
@@ -373,20 +377,20 @@ def unclaim(request_id, *, reviewer) -> Result:
             raise Forbidden(f"Claimed by {request.claimant}; only they unclaim.")
         request.claimed_by, request.claimed_at, request.updated_at = None, None, timezone.now()
         request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-        audit.record(request, "unclaimed", actor={"user": reviewer.get_username()})
+        audit.record(request, AuditEvent.Kind.UNCLAIMED, actor={"user": reviewer.get_username()})
     return Result(request, changed=True)
 
 
 # --- shared steps ---------------------------------------------------------------
 
 
-def _finish_locked(request: ApprovalRequest, status: str, **details) -> None:
+def _finish_locked(request: ApprovalRequest, status: str, **details: Any) -> None:
     if not finish(request, status, **details):
         # Unreachable while we hold the row lock; fail loudly if it ever is.
         raise RuntimeError(f"request {request.pk} changed under a held lock")
 
 
-def _lock(queryset, request_id) -> ApprovalRequest:
+def _lock(queryset: QuerySet[ApprovalRequest], request_id: RequestId) -> ApprovalRequest:
     # Lock the row alone, with no joins: when the row changed while we waited
     # for the lock, PostgreSQL re-checks it against the joined rows it read
     # *before* (e.g. the old owner role) and would drop it as not found.
@@ -396,7 +400,7 @@ def _lock(queryset, request_id) -> ApprovalRequest:
         raise NotVisible("No such request.") from None
 
 
-def _lock_for_reviewer(request_id, reviewer) -> ApprovalRequest:
+def _lock_for_reviewer(request_id: RequestId, reviewer: AnyUser) -> ApprovalRequest:
     request = _lock(ApprovalRequest.objects.all(), request_id)
     if (
         not ApprovalRequest.objects.filter(pk=request.pk)
@@ -407,7 +411,7 @@ def _lock_for_reviewer(request_id, reviewer) -> ApprovalRequest:
     return request
 
 
-def _catch_up(request_id) -> None:
+def _catch_up(request_id: RequestId) -> None:
     """Deadlines mean what they say: someone acting after a level's deadline,
     before the engine got to it, first lets the engine's step happen (escalate,
     or time out), and is then judged against the new state.
@@ -424,55 +428,82 @@ def _catch_up(request_id) -> None:
                 return
 
 
-def _role_names(reviewer) -> set[str]:
+def _role_names(reviewer: AnyUser) -> set[str]:
     return set(Role.objects.for_user(reviewer).values_list("name", flat=True))
 
 
 def _check_member(request: ApprovalRequest, roles: set[str]) -> None:
     if request.owner_role.name not in roles:
-        raise Forbidden(
-            f"Only members of role '{request.owner_role.name}' (level {request.level}) "
-            "may act on this request now."
-        )
+        raise Forbidden(_not_member(request))
 
 
-def _check_not_requester(request: ApprovalRequest, reviewer, verb: str) -> None:
+def _check_not_requester(request: ApprovalRequest, reviewer: AnyUser, verb: str) -> None:
     # Claiming is barred too: a claim would keep colleagues from deciding.
     if request.is_for(reviewer):
-        raise Forbidden(
-            f"Four eyes: this was requested on behalf of {reviewer.get_username()}, "
-            f"who may not {verb} it."
-        )
+        raise Forbidden(_four_eyes(reviewer, verb))
 
 
-def _check_may_decide(request: ApprovalRequest, reviewer, roles: set[str]) -> None:
-    _check_member(request, roles)
-    if request.claimed_by_id is not None and request.claimed_by_id != reviewer.pk:
-        raise Forbidden(f"Claimed by {request.claimant}; only they may decide.")
+def decision_blocker(
+    request: ApprovalRequest,
+    user: AnyUser,
+    *,
+    outcome: str = APPROVE,
+    roles: set[str] | None = None,
+) -> str | None:
+    """Why ``user`` may not decide ``request`` with ``outcome`` now; None if they may.
+
+    The one statement of who decides, used by ``decide`` (which raises it as a
+    403) and by the request page (which shows it instead of the buttons):
+    members of the current owning role, the claimant alone while it is
+    claimed, and never an approve by the person it was requested for (they
+    may still deny: withdrawing consent needs no second pair of eyes).
+    ``roles`` saves the query when the caller already has the user's roles.
+    """
+    if request.is_terminal:
+        return f"The request is already {request.status}."
+    if roles is None:
+        roles = _role_names(user)
+    if request.owner_role.name not in roles:
+        return _not_member(request)
+    if request.claimed_by_id is not None and request.claimed_by_id != user.pk:
+        return f"Claimed by {request.claimant}; only they may decide."
+    if outcome == APPROVE and request.is_for(user):
+        return _four_eyes(user, "approve")
+    return None
 
 
-def _iso(moment) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+def _not_member(request: ApprovalRequest) -> str:
+    return (
+        f"Only members of role '{request.owner_role.name}' (level {request.level}) "
+        "may act on this request now."
+    )
+
+
+def _four_eyes(user: AnyUser, verb: str) -> str:
+    return (
+        f"Four eyes: this was requested on behalf of {user.get_username()}, who may not {verb} it."
+    )
 
 
 # --- manual-review tickets -------------------------------------------------------
 
 
-def add_ticket_note(ticket_id, *, reviewer, text: str) -> TicketNote:
+def add_ticket_note(ticket_id: int, *, reviewer: AnyUser, text: str) -> TicketNote:
     """A member of the ticket's role adds to the story."""
     if not text.strip():
         raise Invalid("text", "Write a note.")
     with transaction.atomic():
         ticket = _ticket_for_member(ticket_id, reviewer)
-        note = TicketNote.objects.create(ticket=ticket, author=reviewer, text=text.strip())
+        author = cast("User", reviewer)  # a member of the ticket's role
+        note = TicketNote.objects.create(ticket=ticket, author=author, text=text.strip())
         audit.record(
-            ticket.request, "ticket_note", actor={"user": reviewer.get_username()},
+            ticket.request, AuditEvent.Kind.TICKET_NOTE, actor={"user": reviewer.get_username()},
             data={"ticket": ticket.pk, "note": note.text},
         )  # fmt: skip
     return note
 
 
-def close_ticket(ticket_id, *, reviewer, resolution: str) -> Ticket:
+def close_ticket(ticket_id: int, *, reviewer: AnyUser, resolution: str) -> Ticket:
     """Close a manual-review ticket with how it was resolved."""
     if not resolution.strip():
         raise Invalid("resolution", "Say how it was resolved.")
@@ -487,14 +518,15 @@ def close_ticket(ticket_id, *, reviewer, resolution: str) -> Ticket:
         )  # fmt: skip
         if updated:
             audit.record(
-                ticket.request, "ticket_closed", actor={"user": reviewer.get_username()},
+                ticket.request, AuditEvent.Kind.TICKET_CLOSED,
+                actor={"user": reviewer.get_username()},
                 data={"ticket": ticket.pk, "resolution": resolution.strip()},
             )  # fmt: skip
         ticket.refresh_from_db()
     return ticket
 
 
-def _ticket_for_member(ticket_id, reviewer) -> Ticket:
+def _ticket_for_member(ticket_id: int, reviewer: AnyUser) -> Ticket:
     try:
         ticket = Ticket.objects.select_for_update().get(pk=ticket_id)
     except (Ticket.DoesNotExist, ValueError, TypeError):

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
@@ -30,13 +34,13 @@ admin.site.unregister(Group)
 class ReadOnlyAdminMixin:
     """The audit trail and request history are append-only: no edits, no deletes."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -53,11 +57,13 @@ class AgentAdmin(admin.ModelAdmin):
 
     actions = ["rotate_secret", "rotate_key"]
 
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
 
-        class CheckedCallbackForm(form):
-            def clean_callback_url(self):
+        class CheckedCallbackForm(form):  # type: ignore[valid-type, misc]
+            def clean_callback_url(self) -> str:
                 url = self.cleaned_data.get("callback_url")
                 if url:
                     try:
@@ -70,14 +76,14 @@ class AgentAdmin(admin.ModelAdmin):
 
     # Rotating a credential changes the agent: it needs change_agent, not just
     # the view permission that lets staff see the list the actions sit on.
-    def has_rotate_permission(self, request) -> bool:
+    def has_rotate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("approvals.change_agent")
 
     @admin.action(
         description="Rotate the callback signing secret (old one valid 24 h)",
         permissions=["rotate"],
     )
-    def rotate_secret(self, request, queryset):
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
         rows = []
         for agent in queryset:
             secret, until = rotate_signing_secret(agent, actor=_actor(request))
@@ -90,7 +96,7 @@ class AgentAdmin(admin.ModelAdmin):
     @admin.action(
         description="Rotate the API key (the old one stops working)", permissions=["rotate"]
     )
-    def rotate_key(self, request, queryset):
+    def rotate_key(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
         rows = [
             {
                 "agent": agent.name,
@@ -102,12 +108,12 @@ class AgentAdmin(admin.ModelAdmin):
         ]
         return credentials_page(request, "New API keys", rows)
 
-    def save_model(self, request, obj: Agent, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Agent, form: Any, change: bool) -> None:
         if change:
             with transaction.atomic():
                 super().save_model(request, obj, form, change)
                 audit.record_config(
-                    "agent_changed",
+                    AuditEvent.Kind.AGENT_CHANGED,
                     actor=_actor(request),
                     summary=f"agent changed: {obj.name}",
                     data={"agent": obj.name, "changed": sorted(form.changed_data)},
@@ -118,7 +124,9 @@ class AgentAdmin(admin.ModelAdmin):
         # messages travel in a cookie, signed but readable.
         request._issued_credentials = credentials  # type: ignore[attr-defined]
 
-    def response_add(self, request, obj: Agent, post_url_continue=None):
+    def response_add(
+        self, request: HttpRequest, obj: Agent, post_url_continue: str | None = None
+    ) -> HttpResponse:
         credentials = getattr(request, "_issued_credentials", None)
         if credentials is None:
             return super().response_add(request, obj, post_url_continue)
@@ -134,7 +142,7 @@ class AgentAdmin(admin.ModelAdmin):
         return credentials_page(request, f"Agent {obj.name} created", rows)
 
 
-def credentials_page(request, title: str, rows: list[dict]) -> TemplateResponse:
+def credentials_page(request: HttpRequest, title: str, rows: list[dict]) -> TemplateResponse:
     """Fresh credentials, shown once on a page no cache keeps."""
     context = {
         **admin.site.each_context(request),
@@ -189,7 +197,9 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "context.KEY = VALUE searches the business context: context.invoice = INV-1042"
     )
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         lookup = context_filter(search_term)
         if lookup is None:
             return super().get_search_results(request, queryset, search_term)
@@ -212,15 +222,15 @@ class TicketAdmin(admin.ModelAdmin):
         "late_decisions",
     ]  # fmt: skip
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     @admin.display(description="late decisions")
     def late_decisions(self, ticket: Ticket) -> str:
-        events = ticket.request.events.filter(kind="late_decision").order_by("seq")
+        events = ticket.request.events.filter(kind=AuditEvent.Kind.LATE_DECISION).order_by("seq")
         return (
             "; ".join(
                 f"{e.at:%Y-%m-%d %H:%M} {e.actor.get('user')} wanted to {e.data.get('outcome')}"
@@ -270,23 +280,23 @@ class DeliveryAdmin(admin.ModelAdmin):
     inlines = [DeliveryAttemptInline]
     actions = ["redeliver"]
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     @admin.action(
         description="Redeliver (same webhook-id, fresh timestamp)", permissions=["change"]
     )
-    def redeliver(self, request, queryset) -> None:
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         queued = callbacks.redeliver(queryset)
         for delivery_id, lease in queued:
             outbox.enqueue_delivery(delivery_id, lease)
         self.message_user(request, f"{len(queued)} callback(s) queued for delivery again.")
 
 
-def _actor(request) -> dict:
+def _actor(request: HttpRequest) -> dict:
     return {"user": request.user.get_username()}
 
 
@@ -300,7 +310,7 @@ class AuditedUserAdmin(UserAdmin):
     """Django's user admin; changes to a user's groups, flags and permissions
     are audit events (a group may hold a role's ``act_for_role``)."""
 
-    def save_related(self, request, form, formsets, change: bool) -> None:
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         user = form.instance
         before = _privileges(user) if change else None
         flags_before = getattr(form, "_flags_before", None)
@@ -309,7 +319,7 @@ class AuditedUserAdmin(UserAdmin):
         if before == after and flags_before == _flags(user):
             return
         audit.record_config(
-            "user_changed" if change else "user_created",
+            AuditEvent.Kind.USER_CHANGED if change else AuditEvent.Kind.USER_CREATED,
             actor=_actor(request),
             summary=f"user {'changed' if change else 'created'}: {user.get_username()}",
             data={
@@ -322,7 +332,9 @@ class AuditedUserAdmin(UserAdmin):
             },
         )
 
-    def get_form(self, request, obj=None, change=False, **kwargs):
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
         if obj is None:
             return form
@@ -336,10 +348,10 @@ class AuditedUserAdmin(UserAdmin):
 
 @admin.register(Group)
 class AuditedGroupAdmin(GroupAdmin):
-    def save_related(self, request, form, formsets, change: bool) -> None:
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         audit.record_config(
-            "group_changed" if change else "group_created",
+            AuditEvent.Kind.GROUP_CHANGED if change else AuditEvent.Kind.GROUP_CREATED,
             actor=_actor(request),
             summary=f"group {'changed' if change else 'created'}: {form.instance.name}",
             data={
@@ -349,12 +361,12 @@ class AuditedGroupAdmin(GroupAdmin):
         )
 
 
-def _privileges(user) -> dict:
+def _privileges(user: Any) -> dict:
     return {
         "groups": sorted(user.groups.values_list("name", flat=True)),
         "permissions": sorted(user.user_permissions.values_list("codename", flat=True)),
     }
 
 
-def _flags(user) -> dict:
+def _flags(user: Any) -> dict:
     return {flag: getattr(user, flag) for flag in _FLAGS}

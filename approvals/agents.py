@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -12,6 +13,7 @@ from django.utils import timezone
 from approvals import audit
 from approvals.keys import issue_api_key, issue_signing_secret
 from approvals.models import Agent
+from approvals.models import AuditKind as Kind
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def issue_credentials(
     agent.signing_secret = issue_signing_secret()
     with transaction.atomic():
         agent.save()
-        kind = "agent_created" if created else "agent_credentials_issued"
+        kind = Kind.AGENT_CREATED if created else Kind.AGENT_CREDENTIALS_ISSUED
         _record(agent, kind, actor, callback_url=agent.callback_url, actions=agent.action_globs)
     return Credentials(agent=agent, api_key=key.key, signing_secret=agent.signing_secret)
 
@@ -62,13 +64,13 @@ def new_api_key(agent: Agent, *, actor: dict | None = None) -> str:
     agent.key_prefix, agent.key_hash = key.prefix, key.hashed
     with transaction.atomic():
         agent.save(update_fields=["key_prefix", "key_hash"])
-        _record(agent, "agent_key_rotated", actor, key_prefix=key.prefix)
+        _record(agent, Kind.AGENT_KEY_ROTATED, actor, key_prefix=key.prefix)
     return key.key
 
 
 def rotate_signing_secret(
     agent: Agent, *, grace_hours: float | None = None, actor: dict | None = None
-):
+) -> tuple[str, datetime]:
     """A new signing secret; the old one keeps signing until the grace ends."""
     grace = settings.APPROVALS_SECRET_GRACE_HOURS if grace_hours is None else grace_hours
     until = timezone.now() + timedelta(hours=grace)
@@ -83,11 +85,11 @@ def rotate_signing_secret(
                 "previous_secret_expires_at",
             ]
         )
-        _record(agent, "agent_secret_rotated", actor, previous_valid_until=until.isoformat())
+        _record(agent, Kind.AGENT_SECRET_ROTATED, actor, previous_valid_until=until.isoformat())
     return agent.signing_secret, until
 
 
-def _record(agent: Agent, kind: str, actor: dict | None, **data) -> None:
+def _record(agent: Agent, kind: Kind, actor: dict | None, **data: Any) -> None:
     # What changed and who did it; never the credential itself.
     audit.record_config(
         kind,

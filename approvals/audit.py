@@ -37,7 +37,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.canonical import canonical_json, sha256_hex
-from approvals.models import TERMINAL, ApprovalRequest, AuditEvent, AuditHead, AuditSeal
+from approvals.models import (
+    TERMINAL,
+    ApprovalRequest,
+    AuditEvent,
+    AuditHead,
+    AuditKind,
+    AuditSeal,
+)
+from policies.models import AnyUser
 
 CONFIG_CHAIN = "config"
 SEAL_CHAIN = "seals"
@@ -103,7 +111,7 @@ def prepare(
     actor: dict,
     data: dict | None = None,
     after: tuple[int, str] | None = None,
-    at=None,
+    at: datetime | None = None,
 ) -> AuditEvent:
     """The next event of the chain, hashed but not saved.
 
@@ -135,7 +143,7 @@ def prepare(
 
 
 def record_config(
-    kind: str,
+    kind: AuditKind,
     *,
     actor: dict,
     summary: str,
@@ -199,7 +207,9 @@ def seal(now: datetime | None = None) -> AuditSeal | None:
 def window_digest(since: datetime | None, upto: datetime) -> tuple[int, str]:
     """How many requests have a ``created`` event in (since, upto], and a
     digest of their ids (read through the events' time index)."""
-    created = AuditEvent.objects.filter(kind="created", request__isnull=False, at__lte=upto)
+    created = AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.CREATED, request__isnull=False, at__lte=upto
+    )
     if since is not None:
         created = created.filter(at__gt=since)
     digest, count = hashlib.sha256(), 0
@@ -222,7 +232,7 @@ def seal_hash(sealed: AuditSeal, key: bytes | None = None) -> str:
     return hmac.new(key or audit_key(), canonical_json(content), hashlib.sha256).hexdigest()
 
 
-def user_actor(user) -> dict:
+def user_actor(user: AnyUser) -> dict:
     return {"user": user.get_username()}
 
 
@@ -348,7 +358,9 @@ def _check_seals(key: bytes, summary: Summary) -> Breach | None:
         if not hmac.compare_digest(seal_hash(sealed, key), sealed.hash):
             return Breach(name, sealed.seq, "seal altered after it was written")
         count, digest = window_digest(sealed.since, sealed.upto)
-        ids = AuditEvent.objects.filter(kind="created", request__isnull=False, at__lte=sealed.upto)
+        ids = AuditEvent.objects.filter(
+            kind=AuditEvent.Kind.CREATED, request__isnull=False, at__lte=sealed.upto
+        )
         if sealed.since is not None:
             ids = ids.filter(at__gt=sealed.since)
         rows = ApprovalRequest.objects.filter(pk__in=ids.values("request_id")).count()
@@ -389,7 +401,7 @@ def _check_chain(
 def _check_row(request: ApprovalRequest, events: list[AuditEvent]) -> Breach | None:
     """The request row must say what its chain says."""
     name = str(request.pk)
-    if not events or events[0].kind != "created":
+    if not events or events[0].kind != AuditEvent.Kind.CREATED:
         return Breach(name, 1, "the chain does not start with its created event")
     created = events[0]
     if (created.action, created.summary, created.context) != (

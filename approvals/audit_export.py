@@ -22,6 +22,7 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
 from approvals.models import AuditEvent
+from policies.durations import iso_instant
 
 CHUNK = 2000
 FORMATS = ("jsonl", "csv")
@@ -105,7 +106,7 @@ def events(filters: Filters) -> QuerySet:
 
 
 def rows(filters: Filters) -> Iterator[dict]:
-    """Each event as the contract's JSONL object."""
+    """Each event as the JSONL object the README describes (the audit export)."""
     glob = filters.action
     tuples = events(filters).values_list(*_FIELDS).iterator(chunk_size=CHUNK)
     for (
@@ -118,7 +119,7 @@ def rows(filters: Filters) -> Iterator[dict]:
             "request": str(request_id),
             "seq": seq,
             "kind": kind,
-            "at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "at": iso_instant(at.astimezone(UTC)),
             "actor": actor,
             "role": role,
             "level": level,

@@ -34,7 +34,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, Window
+from django.db.models import F, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -231,7 +231,7 @@ def dispatch_due(limit: int = 500) -> list[tuple[int, datetime]]:
     return taken
 
 
-def redeliver(deliveries) -> list[tuple[int, datetime]]:
+def redeliver(deliveries: QuerySet[Delivery]) -> list[tuple[int, datetime]]:
     """Send again from the start of the schedule, under the same webhook-id
     (each attempt signs a fresh timestamp). For admins, typically on dead ones.
 

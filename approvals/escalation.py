@@ -20,6 +20,7 @@ from django.utils import timezone
 from approvals import audit, outbox
 from approvals.models import (
     ApprovalRequest,
+    AuditEvent,
     Notification,
     Ownership,
     Status,
@@ -27,11 +28,11 @@ from approvals.models import (
 )
 from approvals.transitions import finish, queue_terminal_callback
 from policies.models import Role
+from policies.spec import OnTimeout
 
 logger = logging.getLogger(__name__)
 
 SYSTEM = {"system": "timeout"}
-TIMEOUT_STATUS = {"expire": Status.EXPIRED, "deny": Status.DENIED, "approve": Status.APPROVED}
 RETRY_BAD_ROW_AFTER = timedelta(seconds=30)
 
 
@@ -156,7 +157,7 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
     request.claimed_by, request.claimed_at = None, None
     event = audit.prepare(
         request,
-        "escalated",
+        AuditEvent.Kind.ESCALATED,
         actor={"system": "escalation"},
         at=now,
         data={
@@ -203,7 +204,7 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
 def time_out(request: ApprovalRequest) -> bool:
     """The last deadline passed: the rule's on_timeout outcome, and a ticket
     for manual review where the rule asks for one."""
-    status = TIMEOUT_STATUS[request.on_timeout]
+    status = Status(OnTimeout(request.on_timeout).status)
     if status == Status.APPROVED and not request.fail_open:
         status = Status.EXPIRED  # validation forbids this; never approve on silence by accident
     now = timezone.now()
@@ -225,7 +226,7 @@ def time_out(request: ApprovalRequest) -> bool:
             ticket = Ticket.objects.create(request=request, role=request.owner_role)
             audit.record(
                 request,
-                "ticket_opened",
+                AuditEvent.Kind.TICKET_OPENED,
                 actor=SYSTEM,
                 data={"ticket": ticket.pk, "role": ticket.role.name},
             )
@@ -245,7 +246,10 @@ def remind(request_id, *, remind_at: datetime) -> int:
             return 0
         request = ApprovalRequest.objects.select_related("owner_role").get(pk=request_id)
         audit.record(
-            request, "reminded", actor={"system": "reminder"}, data={"due_at": _iso(request.due_at)}
+            request,
+            AuditEvent.Kind.REMINDED,
+            actor={"system": "reminder"},
+            data={"due_at": _iso(request.due_at)},
         )
         outbox.notify(request, Notification.Kind.REMINDER)
     return 1

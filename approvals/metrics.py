@@ -12,10 +12,11 @@ from __future__ import annotations
 import hmac
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Min, Sum
+from django.db.models import Count, F, Min, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -71,7 +72,7 @@ class DatabaseCollector:
         yield self._time_to_decision()
         yield from self._deadlines(pending, now)
 
-    def _pending_by_role(self, pending) -> Metric:
+    def _pending_by_role(self, pending: QuerySet[ApprovalRequest]) -> Metric:
         gauge = GaugeMetricFamily(
             f"{PREFIX}_pending_requests", "Pending requests by owning role.", labels=["role"]
         )
@@ -118,7 +119,7 @@ class DatabaseCollector:
             histogram.add_metric([action_class], buckets, sums[action_class])
         return histogram
 
-    def _deadlines(self, pending, now) -> Iterator[Metric]:
+    def _deadlines(self, pending: QuerySet[ApprovalRequest], now: datetime) -> Iterator[Metric]:
         oldest_due = pending.aggregate(at=Min("due_at"))["at"]
         lag = GaugeMetricFamily(
             f"{PREFIX}_sweep_lag_seconds",
@@ -142,7 +143,7 @@ class DatabaseCollector:
         yield oldest
 
 
-def _nearest_final_deadline():
+def _nearest_final_deadline() -> datetime | None:
     length = "jsonb_array_length" if connection.vendor == "postgresql" else "json_array_length"
     table = ApprovalRequest._meta.db_table
     with connection.cursor() as cursor:

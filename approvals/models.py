@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -15,7 +16,8 @@ from django.utils import timezone
 
 from approvals.rates import validate_rate
 from policies.business_hours import Calendar
-from policies.models import PolicyVersion, Role
+from policies.models import AnyUser, PolicyVersion, Role
+from policies.spec import OnTimeout, RuleSpec
 
 
 class Agent(models.Model):
@@ -55,7 +57,7 @@ class Agent(models.Model):
     def may_request(self, action: str) -> bool:
         return not self.action_globs or any(fnmatchcase(action, g) for g in self.action_globs)
 
-    def signing_secrets(self, now=None) -> list[str]:
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
         """The secrets to sign with now: the current one, and the previous one
         while its grace period lasts."""
         secrets = [self.signing_secret]
@@ -72,6 +74,10 @@ def _calendar(spec: str) -> Calendar:
     return Calendar.from_spec(json.loads(spec))
 
 
+# A request's id as callers hold it: a UUID, or its text from a URL or a task.
+RequestId = uuid.UUID | str
+
+
 class Status(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"
@@ -84,14 +90,11 @@ TERMINAL = (Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.CANCELLED)
 
 
 class ApprovalRequestQuerySet(models.QuerySet["ApprovalRequest"]):
-    def pending(self) -> ApprovalRequestQuerySet:
-        return self.filter(status=Status.PENDING)
-
-    def due(self, now=None) -> ApprovalRequestQuerySet:
+    def due(self, now: datetime | None = None) -> ApprovalRequestQuerySet:
         """Pending requests whose level deadline has passed (uses the partial index)."""
         return self.filter(status=Status.PENDING, due_at__lte=now or timezone.now())
 
-    def reminder_due(self, now=None) -> ApprovalRequestQuerySet:
+    def reminder_due(self, now: datetime | None = None) -> ApprovalRequestQuerySet:
         return self.filter(status=Status.PENDING, remind_at__lte=now or timezone.now())
 
     def visible_to(self, roles: models.QuerySet[Role]) -> ApprovalRequestQuerySet:
@@ -136,7 +139,9 @@ class ApprovalRequest(models.Model):
     rule_name = models.CharField(max_length=63)
     action_class = models.CharField(max_length=63)
     levels = models.JSONField()  # [{"role": name, "deadline": seconds}, ...]
-    on_timeout = models.CharField(max_length=10, default="expire")
+    on_timeout = models.CharField(
+        max_length=10, choices=OnTimeout.choices, default=OnTimeout.EXPIRE
+    )
     fail_open = models.BooleanField(default=False)
     ticket_on_timeout = models.BooleanField(default=False)
     approvals_required = models.PositiveSmallIntegerField(default=1)
@@ -189,7 +194,10 @@ class ApprovalRequest(models.Model):
                 fields=["agent", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
                 name="request_idempotency_key_unique",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(on_timeout__in=OnTimeout.values), name="request_on_timeout"
+            ),
         ]
         indexes = [
             # Exactly the escalation sweep's query: due pending requests.
@@ -223,7 +231,23 @@ class ApprovalRequest(models.Model):
         value = (self.requester or {}).get("on_behalf_of")
         return value if isinstance(value, str) else None
 
-    def is_for(self, user) -> bool:
+    @staticmethod
+    def fields_from_rule(rule: RuleSpec) -> dict[str, Any]:
+        """What a new request copies from the rule that routed it, so that
+        editing the policy never changes a request in flight."""
+        return {
+            "rule_name": rule["name"],
+            "action_class": rule["class"],
+            "levels": rule["levels"],
+            "on_timeout": rule["on_timeout"],
+            "fail_open": rule["fail_open"],
+            "ticket_on_timeout": rule["ticket"],
+            "approvals_required": rule["approvals"],
+            "editable": rule["editable"],
+            "remind_seconds": rule["remind"],
+        }
+
+    def is_for(self, user: AnyUser) -> bool:
         """Whether ``user`` is the person this request was made on behalf of
         (the resolved user, or the name as given, in any case)."""
         if self.on_behalf_of_user_id is not None and self.on_behalf_of_user_id == user.pk:
@@ -233,10 +257,6 @@ class ApprovalRequest(models.Model):
 
     def level_deadline(self, level: int | None = None) -> int:
         return self.levels[(level or self.level) - 1]["deadline"]
-
-    def role_names(self) -> list[str]:
-        """Every role that owned it so far, the current one last."""
-        return [level["role"] for level in self.levels[: self.level]]
 
     @property
     def deadline(self) -> datetime:
@@ -344,6 +364,56 @@ class Vote(models.Model):
         return f"vote by {self.user_id} at level {self.level}"
 
 
+class AuditKind(models.TextChoices):
+    """What an audit event records: the vocabulary of ``AuditEvent.kind``."""
+
+    # What happens to a request (actions, escalation, transitions).
+    CREATED = "created"
+    APPROVAL_RECORDED = "approval_recorded", "approval recorded"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    CLAIMED = "claimed"
+    UNCLAIMED = "unclaimed"
+    ESCALATED = "escalated"
+    REMINDED = "reminded"
+    LATE_DECISION = "late_decision", "late decision"
+    TICKET_OPENED = "ticket_opened", "ticket opened"
+    TICKET_NOTE = "ticket_note", "ticket note"
+    TICKET_CLOSED = "ticket_closed", "ticket closed"
+    # Configuration changes (no request): policies.config, the admins, approvals.agents.
+    POLICY_CHANGED = "policy_changed", "policy changed"
+    POLICY_SCOPE_CHANGED = "policy_scope_changed", "policy scope changed"
+    POLICY_DELETED = "policy_deleted", "policy deleted"
+    ROLE_CREATED = "role_created", "role created"
+    ROLE_UPDATED = "role_updated", "role updated"  # by apply
+    ROLE_CHANGED = "role_changed", "role changed"  # in the admin
+    ROLE_DELETED = "role_deleted", "role deleted"
+    ROLE_MEMBER_ADDED = "role_member_added", "role member added"
+    ROLE_MEMBER_REMOVED = "role_member_removed", "role member removed"
+    ROLE_PERM_GRANTED = "role_perm_granted", "role permission granted"
+    ROLE_PERM_REVOKED = "role_perm_revoked", "role permission revoked"
+    CALENDAR_CREATED = "calendar_created", "calendar created"
+    CALENDAR_CHANGED = "calendar_changed", "calendar changed"
+    CALENDAR_DELETED = "calendar_deleted", "calendar deleted"
+    ACTION_CLASS_CREATED = "action_class_created", "action class created"  # by apply
+    ACTION_CLASS_CHANGED = "action_class_changed", "action class changed"  # by apply
+    # The admin has always spelt these after the model's name.
+    ACTIONCLASS_CREATED = "actionclass_created", "action class created (admin)"
+    ACTIONCLASS_CHANGED = "actionclass_changed", "action class changed (admin)"
+    ACTIONCLASS_DELETED = "actionclass_deleted", "action class deleted"
+    AGENT_CREATED = "agent_created", "agent created"
+    AGENT_CHANGED = "agent_changed", "agent changed"
+    AGENT_CREDENTIALS_ISSUED = "agent_credentials_issued", "agent credentials issued"
+    AGENT_KEY_ROTATED = "agent_key_rotated", "agent key rotated"
+    AGENT_SECRET_ROTATED = "agent_secret_rotated", "agent secret rotated"
+    USER_CREATED = "user_created", "user created"
+    USER_CHANGED = "user_changed", "user changed"
+    GROUP_CREATED = "group_created", "group created"
+    GROUP_CHANGED = "group_changed", "group changed"
+
+
 class AuditEvent(models.Model):
     """Append-only: what happened to a request, with its business context.
 
@@ -356,11 +426,13 @@ class AuditEvent(models.Model):
     agents), chained among themselves in ``seq`` order.
     """
 
+    Kind = AuditKind
+
     request = models.ForeignKey(
         ApprovalRequest, on_delete=models.PROTECT, related_name="events", null=True, blank=True
     )
     seq = models.PositiveIntegerField()
-    kind = models.CharField(max_length=40)
+    kind = models.CharField(max_length=40, choices=Kind.choices)
     at = models.DateTimeField()
     actor = models.JSONField()  # {"user": …} | {"agent": …} | {"system": …}
     role = models.CharField(max_length=63, blank=True)
@@ -382,6 +454,7 @@ class AuditEvent(models.Model):
             models.UniqueConstraint(
                 fields=["seq"], condition=Q(request__isnull=True), name="audit_config_seq_unique"
             ),
+            models.CheckConstraint(condition=Q(kind__in=AuditKind.values), name="audit_event_kind"),
         ]
         indexes = [models.Index(fields=["-at"], name="audit_event_recent")]
 

@@ -150,6 +150,6 @@ def header_safe(text: str, limit: int = 200) -> str:
     return " ".join(cleaned.split())[:limit]
 
 
-def _short(value) -> str:
+def _short(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 200 else text[:197] + "..."

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -19,6 +20,8 @@ from django.utils import timezone
 from approvals import lanes
 from approvals.callbacks import lease_seconds
 from approvals.models import ApprovalRequest, Delivery, Notification
+from approvals.representation import RequestSerializer
+from policies.durations import iso_instant
 from policies.models import Role
 
 logger = logging.getLogger(__name__)
@@ -57,13 +60,11 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
     url = request.callback_url
     if not url:
         return None
-    from approvals.api.serializers import RequestSerializer
-
     now = timezone.now()
     body = json.dumps(
         {
             "type": event_type,
-            "timestamp": now.isoformat().replace("+00:00", "Z"),
+            "timestamp": iso_instant(now),
             "data": RequestSerializer(request).data,
         },
         separators=(",", ":"),
@@ -87,7 +88,7 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
     return delivery
 
 
-def enqueue_delivery(delivery_id: int, lease) -> None:
+def enqueue_delivery(delivery_id: int, lease: datetime) -> None:
     _enqueue(lanes.DELIVER_CALLBACK, delivery_id, lease.isoformat())
 
 
@@ -102,7 +103,7 @@ def set_timer(request: ApprovalRequest) -> None:
     transaction.on_commit(lambda: _enqueue(lanes.FIRE_DEADLINE, *args, eta=due_at))
 
 
-def _enqueue(task_name: str, *args, eta=None) -> None:
+def _enqueue(task_name: str, *args: Any, eta: datetime | None = None) -> None:
     from approvals_site.celery import app
 
     try:

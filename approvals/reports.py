@@ -23,7 +23,7 @@ from guardian.shortcuts import get_objects_for_user
 from approvals.models import ApprovalRequest, DecisionStat, Status
 from approvals.sla import BUCKETS
 from policies.durations import format_duration
-from policies.models import ActionClass, Policy, Role
+from policies.models import ActionClass, AnyUser, Policy, Role
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Scope:
         return queryset
 
 
-def scope_for(user) -> Scope:
+def scope_for(user: AnyUser) -> Scope:
     """Superusers see everything. Other staff see the classes and roles named
     by the policies they may view or change, and the roles they act for."""
     if user.is_superuser:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -13,7 +14,7 @@ from approvals.keys import TOKEN_PREFIX, issue_api_key, key_matches, split_prefi
 from approvals.models import ReviewerToken
 
 
-def issue_token(user, *, days: float | None = None, replace: bool = False) -> str:
+def issue_token(user: User, *, days: float | None = None, replace: bool = False) -> str:
     """A new token for ``user``; with ``replace`` their other tokens stop working."""
     lifetime = settings.APPROVALS_TOKEN_DAYS if days is None else days
     issued = issue_api_key(TOKEN_PREFIX)
@@ -31,14 +32,14 @@ def issue_token(user, *, days: float | None = None, replace: bool = False) -> st
     return issued.key
 
 
-def revoke_tokens(user) -> int:
+def revoke_tokens(user: User) -> int:
     """End every live token of ``user``; returns how many."""
     return ReviewerToken.objects.filter(user=user, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
 
 
-def user_for_token(key: str):
+def user_for_token(key: str) -> User | None:
     """The active user a live token belongs to, or None."""
     prefix = split_prefix(key, TOKEN_PREFIX)
     if prefix is None:

@@ -3,12 +3,14 @@ agents and the escalation engine."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import connection
 from django.utils import timezone
 
 from approvals import audit, outbox, sla
 from approvals.canonical import sha256_hex
-from approvals.models import ApprovalRequest, Status
+from approvals.models import ApprovalRequest, AuditEvent, RequestId, Status
 
 # approvals.api.longpoll LISTENs here to wake ?wait=N calls.
 TERMINAL_CHANNEL = "countersign_terminal"
@@ -30,7 +32,7 @@ def finish(
     actor: dict,
     payload: dict | None = None,
     extra: dict | None = None,
-    due_at=None,
+    due_at: datetime | None = None,
     callback: bool = True,
 ) -> bool:
     """Make a pending request terminal with one conditional UPDATE on the
@@ -69,7 +71,7 @@ def finish(
     if payload is not None:
         data["payload_sha256"] = fields["decision_payload_sha256"]
         data["edited"] = fields["decision_edited"]
-    audit.record(request, status, actor=actor, data=data)
+    audit.record(request, AuditEvent.Kind(status), actor=actor, data=data)
     # Wakes the agent's ?wait=N at commit, in every web process (not on rollback).
     notify_terminal(request.pk)
     if status in (Status.DENIED, Status.EXPIRED):
@@ -83,7 +85,7 @@ def queue_terminal_callback(request: ApprovalRequest) -> None:
     outbox.queue_callback(request, CALLBACK_TYPES[request.status])
 
 
-def notify_terminal(request_id) -> None:
+def notify_terminal(request_id: RequestId) -> None:
     """Inside the transaction that makes a request terminal: PostgreSQL
     delivers the notification at commit, and drops it on rollback."""
     if connection.vendor == "postgresql":

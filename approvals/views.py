@@ -8,11 +8,14 @@ the same domain functions as the API (approvals.actions).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.html import format_html
@@ -24,8 +27,8 @@ from django_htmx.middleware import HtmxDetails
 from approvals import actions
 from approvals.api.parsers import json_problem
 from approvals.errors import ApprovalError, Conflict, Invalid, NotVisible
-from approvals.models import ApprovalRequest, Ticket
-from policies.models import ActionClass, Role
+from approvals.models import ApprovalRequest, AuditEvent, Ticket
+from policies.models import ActionClass, AnyUser, Role
 
 PAGE_SIZE = 50
 
@@ -39,7 +42,7 @@ class HtmxHttpRequest(HttpRequest):
 TABS = ("queue", "escalated", "decided", "tickets")
 
 
-def _visible_request(user, pk) -> ApprovalRequest:
+def _visible_request(user: AnyUser, pk: UUID) -> ApprovalRequest:
     """The request if one of the user's roles owns or owned it, else 404."""
     requests = ApprovalRequest.objects.visible_to(Role.objects.for_user(user))
     try:
@@ -84,7 +87,7 @@ def inbox(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-def _tab_rows(tab: str, roles, filters: dict):
+def _tab_rows(tab: str, roles: QuerySet[Role], filters: dict) -> QuerySet[Any]:
     if tab == "tickets":
         tickets = Ticket.objects.filter(role__in=roles).select_related("request", "role")
         return tickets.order_by("status", "-opened_at")
@@ -109,7 +112,7 @@ def _tab_rows(tab: str, roles, filters: dict):
 
 @login_required
 @require_GET
-def request_page(request: HtmxHttpRequest, pk) -> HttpResponse:
+def request_page(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     return _render_request(request, approval)
 
@@ -120,20 +123,22 @@ def _render_request(
     *,
     error: str = "",
     status: int = 200,
-    **extra,
+    **extra: Any,
 ) -> HttpResponse:
     my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
-    may_decide = (
-        approval.status == "pending"
-        and approval.owner_role.name in my_roles
-        and approval.claimed_by_id in (None, request.user.pk)
-    )
+    # Why this user may not deny (then no form), or not approve (then no
+    # Approve button): the same rule decide applies, so no button fails.
+    blocker = actions.decision_blocker(approval, request.user, outcome=actions.DENY, roles=my_roles)
+    approve_blocker = blocker or actions.decision_blocker(approval, request.user, roles=my_roles)
     context = {
         "approval": approval,
         "events": approval.events.order_by("seq"),
+        "Kind": AuditEvent.Kind,
         "deliveries": approval.deliveries.prefetch_related("attempt_log").order_by("created_at"),
         "chain": _chain(approval),
-        "may_decide": may_decide,
+        "may_decide": blocker is None,
+        "blocker": blocker,
+        "approve_blocker": approve_blocker,
         "is_member": approval.owner_role.name in my_roles,
         "is_requester": approval.is_for(request.user),
         "ticket": Ticket.objects.filter(request=approval).prefetch_related("notes__author").first(),
@@ -168,7 +173,7 @@ def _chain(approval: ApprovalRequest) -> list[dict]:
 
 @login_required
 @require_POST
-def decide(request: HtmxHttpRequest, pk) -> HttpResponse:
+def decide(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     outcome = request.POST.get("outcome", "")
     payload = None
@@ -213,17 +218,19 @@ def _panel_error(request: HtmxHttpRequest, approval: ApprovalRequest, message: s
 
 @login_required
 @require_POST
-def claim(request: HtmxHttpRequest, pk) -> HttpResponse:
+def claim(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     return _claim_or_unclaim(request, pk, actions.claim)
 
 
 @login_required
 @require_POST
-def unclaim(request: HtmxHttpRequest, pk) -> HttpResponse:
+def unclaim(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     return _claim_or_unclaim(request, pk, actions.unclaim)
 
 
-def _claim_or_unclaim(request: HtmxHttpRequest, pk, action) -> HttpResponse:
+def _claim_or_unclaim(
+    request: HtmxHttpRequest, pk: UUID, action: Callable[..., actions.Result]
+) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     error = ""
     try:
@@ -249,7 +256,7 @@ def _safe_next(request: HtmxHttpRequest) -> str:
     return "/"
 
 
-def strict_json(text: str):
+def strict_json(text: str) -> Any:
     """Parse JSON as strictly as the API does (approvals.api.parsers): what
     PostgreSQL would refuse, or what is nested too deep, is a ValueError."""
     if len(text.encode()) > settings.APPROVALS_MAX_BODY_BYTES:
@@ -270,17 +277,12 @@ def _reject_constant(name: str) -> None:
 
 @login_required
 @require_POST
-def payload_preview(request: HtmxHttpRequest, pk) -> HttpResponse:
+def payload_preview(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     """The diff an edited payload would make, before approving it: only for
     someone who may decide now, on a pending request whose rule allows edits."""
     approval = _visible_request(request.user, pk)
-    my_roles = set(Role.objects.for_user(request.user).values_list("name", flat=True))
-    if (
-        approval.status != "pending"
-        or not approval.editable
-        or approval.owner_role.name not in my_roles
-        or approval.claimed_by_id not in (None, request.user.pk)
-    ):
+    # Edits are approved, so only someone who may approve now sees the diff.
+    if not approval.editable or actions.decision_blocker(approval, request.user):
         return _preview_error("This payload cannot be edited by you now.", status=403)
     try:
         edited = strict_json(request.POST.get("payload", ""))
@@ -297,7 +299,7 @@ def _preview_error(message: str, status: int = 400) -> HttpResponse:
 
 @login_required
 @require_POST
-def ticket_note(request: HtmxHttpRequest, pk) -> HttpResponse:
+def ticket_note(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     text = request.POST.get("text", "").replace("\x00", "")
     return _ticket_action(
         request,
@@ -308,7 +310,7 @@ def ticket_note(request: HtmxHttpRequest, pk) -> HttpResponse:
 
 @login_required
 @require_POST
-def ticket_close(request: HtmxHttpRequest, pk) -> HttpResponse:
+def ticket_close(request: HtmxHttpRequest, pk: UUID) -> HttpResponse:
     resolution = request.POST.get("resolution", "").replace("\x00", "")
     return _ticket_action(
         request,
@@ -319,7 +321,9 @@ def ticket_close(request: HtmxHttpRequest, pk) -> HttpResponse:
     )
 
 
-def _ticket_action(request: HtmxHttpRequest, pk, action) -> HttpResponse:
+def _ticket_action(
+    request: HtmxHttpRequest, pk: UUID, action: Callable[[Ticket], object]
+) -> HttpResponse:
     approval = _visible_request(request.user, pk)
     ticket = Ticket.objects.filter(request=approval).first()
     if ticket is None:

@@ -165,12 +165,12 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
-# The agent API accepts bodies up to 256 KiB (CONTRACT.md section 3).
+# The agent API accepts bodies up to 256 KiB (README, Guarantees).
 APPROVALS_MAX_BODY_BYTES = 256 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = APPROVALS_MAX_BODY_BYTES
 APPROVALS_MAX_JSON_DEPTH = 32
 APPROVALS_MAX_WAIT_SECONDS = 60
-# Limits (CONTRACT.md section 3); an agent's own rate_limit / max_waits override them.
+# Limits (README, Configuration); an agent's own rate_limit / max_waits override them.
 APPROVALS_AGENT_RATE_LIMIT = env_str("APPROVALS_AGENT_RATE_LIMIT", "600/min")
 APPROVALS_AGENT_MAX_WAITS = int(env_str("APPROVALS_AGENT_MAX_WAITS", "100"))
 APPROVALS_REVIEWER_RATE_LIMIT = env_str("APPROVALS_REVIEWER_RATE_LIMIT", "300/min")

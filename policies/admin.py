@@ -6,19 +6,22 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import path
+from django.urls import URLPattern, path
 from guardian.admin import GuardedModelAdmin
 from guardian.shortcuts import assign_perm, get_group_perms, get_objects_for_user, get_user_perms
 
+from approvals.models import AuditKind as Kind
 from policies.business_hours import compact_hours, normalize
-from policies.config import current_catalog, record_membership, save_policy_version, set_scope
+from policies.config import record_membership, save_policy_version, set_scope
 from policies.durations import format_duration
 from policies.models import ACT_FOR_ROLE, ActionClass, Calendar, Policy, PolicyVersion, Role, Rule
 from policies.rule_rows import raw_rule
 from policies.simulate import simulate
-from policies.spec import validate_documents, validate_rule
+from policies.spec import PolicySpec, RuleSpec, validate_rule
 
 
 class SuperuserObjectPermissions:
@@ -29,34 +32,48 @@ class SuperuserObjectPermissions:
     would become every permission.
     """
 
-    def obj_perms_manage_view(self, request, object_pk):
+    def obj_perms_manage_view(self, request: HttpRequest, object_pk: str) -> HttpResponse:
         _superuser_only(request)
         return super().obj_perms_manage_view(request, object_pk)  # type: ignore[misc]
 
-    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+    def obj_perms_manage_user_view(
+        self, request: HttpRequest, object_pk: str, user_id: str
+    ) -> HttpResponse:
         _superuser_only(request)
         return super().obj_perms_manage_user_view(request, object_pk, user_id)  # type: ignore[misc]
 
-    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: str, group_id: str
+    ) -> HttpResponse:
         _superuser_only(request)
         return super().obj_perms_manage_group_view(request, object_pk, group_id)  # type: ignore[misc]
+
+
+# Created, changed, deleted: by model (the admin names them after the model).
+AUDIT_KINDS = {
+    "role": (Kind.ROLE_CREATED, Kind.ROLE_CHANGED, Kind.ROLE_DELETED),
+    "calendar": (Kind.CALENDAR_CREATED, Kind.CALENDAR_CHANGED, Kind.CALENDAR_DELETED),
+    "actionclass": (
+        Kind.ACTIONCLASS_CREATED, Kind.ACTIONCLASS_CHANGED, Kind.ACTIONCLASS_DELETED,
+    ),
+}  # fmt: skip
 
 
 class AuditedAdmin(admin.ModelAdmin):
     """Every add, change and delete made here is a configuration audit event."""
 
-    def save_model(self, request, obj, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        name = obj._meta.model_name
+        created, changed_kind, _ = AUDIT_KINDS[obj._meta.model_name]
         changed = sorted(form.changed_data) if change else []
-        _audit(request, f"{name}_{'changed' if change else 'created'}", obj, changed=changed)
+        _audit(request, changed_kind if change else created, obj, changed=changed)
 
-    def delete_model(self, request, obj) -> None:
-        _audit(request, f"{obj._meta.model_name}_deleted", obj)
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        _audit(request, AUDIT_KINDS[obj._meta.model_name][2], obj)
         super().delete_model(request, obj)
 
 
-def _audit(request, kind: str, obj, **data) -> None:
+def _audit(request: HttpRequest, kind: Kind, obj: Any, **data: Any) -> None:
     from approvals import audit
 
     audit.record_config(
@@ -67,7 +84,7 @@ def _audit(request, kind: str, obj, **data) -> None:
     )
 
 
-def _superuser_only(request) -> None:
+def _superuser_only(request: HttpRequest) -> None:
     if not (request.user.is_active and request.user.is_superuser):
         raise PermissionDenied("Only superusers manage object permissions.")
 
@@ -83,13 +100,19 @@ class RoleAdmin(SuperuserObjectPermissions, AuditedAdmin, GuardedModelAdmin):  #
     search_fields = ["name", "title"]
     readonly_fields = ["member_list"]
 
-    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+    def obj_perms_manage_user_view(
+        self, request: HttpRequest, object_pk: str, user_id: str
+    ) -> HttpResponse:
         return self._audited(request, object_pk, "user", user_id)
 
-    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: str, group_id: str
+    ) -> HttpResponse:
         return self._audited(request, object_pk, "group", group_id)
 
-    def _audited(self, request, object_pk, kind: str, holder_id):
+    def _audited(
+        self, request: HttpRequest, object_pk: str, kind: str, holder_id: str
+    ) -> HttpResponse:
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group
 
@@ -140,7 +163,7 @@ class CalendarForm(forms.ModelForm):
         model = Calendar
         fields = ["name", "title", "timezone"]
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             hours = compact_hours(self.instance.hours)
@@ -192,10 +215,10 @@ class PolicyVersionInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -214,7 +237,7 @@ class RuleFormSet(BaseInlineFormSet):
         roles = set(Role.objects.values_list("name", flat=True))
         classes = set(ActionClass.objects.values_list("name", flat=True))
         calendars = set(Calendar.objects.values_list("name", flat=True))
-        ordered: list[tuple[int, int, dict]] = []
+        ordered: list[tuple[int, int, RuleSpec]] = []
         names: set[str] = set()
         for form in self.forms:
             data = getattr(form, "cleaned_data", None)
@@ -253,26 +276,26 @@ class RuleInline(admin.StackedInline):
         ("on_timeout", "fail_open"), ("approvals", "editable", "ticket"), "remind", "calendar",
     ]  # fmt: skip
 
-    def get_formset(self, request, obj=None, **kwargs):
-        formset = super().get_formset(request, obj, **kwargs)
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset: Any = super().get_formset(request, obj, **kwargs)  # a RuleFormSet
         formset.scoped = not request.user.is_superuser
         return formset
 
     # Rules are part of the policy: whoever may edit the policy edits its rules.
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _may_edit(request, obj)
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _may_edit(request, obj)
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _may_edit(request, obj)
 
-    def has_view_permission(self, request, obj=None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return True
 
 
-def _may_edit(request, policy: Policy | None) -> bool:
+def _may_edit(request: HttpRequest, policy: Policy | None) -> bool:
     if policy is None:
         return request.user.has_perm("policies.add_policy")
     return request.user.has_perm("policies.change_policy", policy)
@@ -317,7 +340,7 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
     inlines = [RuleInline, PolicyVersionInline]
     change_list_template = "admin/policies/policy/change_list.html"
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = ["name", "current_version"] if obj else ["current_version"]
         if not request.user.is_superuser:
             # Priority decides which policy sees a request first: a low one
@@ -325,14 +348,14 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
             fields += ["priority", "scope"]
         return fields
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Policy]:
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
         perms = ["policies.view_policy", "policies.change_policy"]
         return get_objects_for_user(request.user, perms, queryset, any_perm=True)
 
-    def has_module_permission(self, request) -> bool:
+    def has_module_permission(self, request: HttpRequest) -> bool:
         user = request.user
         return (
             user.is_active
@@ -340,32 +363,34 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
             and (user.has_perm("policies.add_policy") or self.get_queryset(request).exists())
         )
 
-    def has_view_permission(self, request, obj=None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is None:
             return self.has_module_permission(request)
         return request.user.has_perm("policies.view_policy", obj) or self.has_change_permission(
             request, obj
         )
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is None:
             return self.has_module_permission(request)
         return request.user.has_perm("policies.change_policy", obj)
 
-    def save_model(self, request, obj: Policy, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Policy, form: Any, change: bool) -> None:
         # The policy row and its version are written in save_related, from the
         # validated rules; nothing is saved here on its own.
         pass
 
-    def save_related(self, request, form, formsets, change: bool) -> None:
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         policy: Policy = form.instance
         for formset in formsets:
             # The rows are rewritten from the new version, not saved as edited;
             # the admin's change message still expects these lists.
             formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         rules_formset = next(fs for fs in formsets if isinstance(fs, RuleFormSet))
-        spec = {"priority": policy.priority, "rules": rules_formset.rules}
-        version = save_policy_version(policy.name, spec, author=request.user.get_username())
+        spec: PolicySpec = {"priority": policy.priority, "rules": rules_formset.rules}
+        version, warnings = save_policy_version(
+            policy.name, spec, author=request.user.get_username()
+        )
         saved = Policy.objects.get(name=policy.name)
         if request.user.is_superuser:
             set_scope(saved, policy.scope, request.user.get_username())
@@ -375,22 +400,15 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
         if version is None:
             messages.info(request, "No change: the policy is as it was.")
             return
-        document: dict[str, Any] = {
-            "kind": "Policy",
-            "name": policy.name,
-            "priority": policy.priority,
-        }
-        document["rules"] = [_as_yaml_rule(rule) for rule in rules_formset.rules]
-        report = validate_documents([document], current_catalog([document]))
-        for warning in report.warnings:
+        for warning in warnings:
             messages.warning(request, warning)
         messages.success(request, f"Saved as version {version.number}.")
 
-    def delete_model(self, request, obj: Policy) -> None:
-        _audit(request, "policy_deleted", obj)
+    def delete_model(self, request: HttpRequest, obj: Policy) -> None:
+        _audit(request, Kind.POLICY_DELETED, obj)
         super().delete_model(request, obj)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path(
                 "simulate/",
@@ -400,7 +418,7 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
             *super().get_urls(),
         ]
 
-    def simulate_view(self, request):
+    def simulate_view(self, request: HttpRequest) -> HttpResponse:
         form = SimulateForm(request.POST or None)
         result = None
         if request.method == "POST" and form.is_valid():
@@ -416,17 +434,3 @@ class PolicyAdmin(SuperuserObjectPermissions, GuardedModelAdmin):  # type: ignor
             "opts": self.model._meta,
         }
         return render(request, "admin/policies/policy/simulate.html", context)
-
-
-def _as_yaml_rule(rule: dict) -> dict:
-    """A normalized rule back in the raw form the validator reads."""
-    raw = {k: v for k, v in rule.items() if k not in ("levels", "when", "remind")}
-    raw["levels"] = [
-        {"role": level["role"], "deadline": format_duration(level["deadline"])}
-        for level in rule["levels"]
-    ]
-    if rule["when"]:
-        raw["when"] = rule["when"]
-    if rule["remind"]:
-        raw["remind"] = format_duration(rule["remind"])
-    return raw

@@ -115,7 +115,9 @@ class Calendar:
         return self.next_open(moment) == moment.astimezone(UTC)
 
 
-def _day_intervals(day: date, ranges, zone: ZoneInfo) -> Iterator[tuple[datetime, datetime]]:
+def _day_intervals(
+    day: date, ranges: tuple[tuple[int, int], ...], zone: ZoneInfo
+) -> Iterator[tuple[datetime, datetime]]:
     """The UTC intervals whose wall-clock time on ``day`` is in ``ranges``.
 
     On a day when the offset changes, each range is mapped once with the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from django.contrib.auth import get_user_model
@@ -16,11 +16,19 @@ from django.db import transaction
 from django.db.models import Count, Q
 from guardian.shortcuts import assign_perm, remove_perm
 
+from approvals.models import AuditKind as Kind
 from policies.business_hours import compact_hours
 from policies.durations import format_duration
 from policies.models import ACT_FOR_ROLE, ActionClass, Calendar, Policy, PolicyVersion, Role
 from policies.rule_rows import rows_from_spec
-from policies.spec import Catalog, Report, referenced_usernames, validate_documents
+from policies.spec import (
+    Catalog,
+    PolicySpec,
+    Report,
+    referenced_usernames,
+    rule_document,
+    validate_documents,
+)
 
 
 class ConfigError(Exception):
@@ -143,7 +151,8 @@ def _apply_role(doc: dict, author: str) -> list[str]:
         role.save(update_fields=["title", "email"])
         changes.append(f"update role {role.name}")
     if changes:
-        _record("role_" + changes[0].split()[0] + "d", author, changes[0], role=role.name)
+        kind = Kind.ROLE_CREATED if created else Kind.ROLE_UPDATED
+        _record(kind, author, changes[0], role=role.name)
     current = set(role.direct_member_usernames())
     wanted = set(doc["members"])
     users = get_user_model().objects.filter(username__in=current ^ wanted)
@@ -163,12 +172,12 @@ def _apply_calendar(doc: dict, author: str) -> list[str]:
     fields = {key: doc[key] for key in ("title", "timezone", "hours", "holidays")}
     calendar, created = Calendar.objects.get_or_create(name=doc["name"], defaults=fields)
     if created:
-        _record("calendar_created", author, f"calendar {calendar.name} created")
+        _record(Kind.CALENDAR_CREATED, author, f"calendar {calendar.name} created")
         return [f"create calendar {calendar.name}"]
     if all(getattr(calendar, key) == value for key, value in fields.items()):
         return []
     Calendar.objects.filter(pk=calendar.pk).update(**fields)
-    _record("calendar_changed", author, f"calendar {calendar.name} changed")
+    _record(Kind.CALENDAR_CHANGED, author, f"calendar {calendar.name} changed")
     return [f"update calendar {calendar.name}"]
 
 
@@ -177,21 +186,29 @@ def _apply_class(doc: dict, author: str) -> list[str]:
     fields = {"title": doc["title"], "sla_seconds": doc["sla"], "calendar": calendar}
     action_class, created = ActionClass.objects.get_or_create(name=doc["name"], defaults=fields)
     if created:
-        _record("action_class_created", author, f"action class {action_class.name} created")
+        _record(Kind.ACTION_CLASS_CREATED, author, f"action class {action_class.name} created")
         return [f"create action class {action_class.name}"]
     current = (action_class.title, action_class.sla_seconds, action_class.calendar_id)
     if current == (doc["title"], doc["sla"], calendar.pk if calendar else None):
         return []
     ActionClass.objects.filter(pk=action_class.pk).update(**fields)
-    _record("action_class_changed", author, f"action class {action_class.name} changed")
+    _record(Kind.ACTION_CLASS_CHANGED, author, f"action class {action_class.name} changed")
     return [f"update action class {action_class.name}"]
 
 
-def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion | None:
-    """Record ``spec`` as the policy's new current version; None if unchanged.
+class SavedVersion(NamedTuple):
+    version: PolicyVersion | None  # None: the spec was the current one
+    warnings: list[str]  # the lint of the new version (none when unchanged)
+
+
+def save_policy_version(
+    name: str, spec: PolicySpec, *, author: str, lint: bool = True
+) -> SavedVersion:
+    """Record ``spec`` as the policy's new current version, and lint it.
 
     The policy row is locked so that two concurrent edits get consecutive
-    version numbers instead of colliding on the same one.
+    version numbers instead of colliding on the same one. ``apply`` passes
+    ``lint=False``: it linted all its documents together before saving.
     """
     policy, _ = Policy.objects.get_or_create(name=name, defaults={"priority": spec["priority"]})
     policy = (
@@ -201,7 +218,7 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
     )
     previous = policy.current_version
     if previous is not None and previous.spec == spec:
-        return None
+        return SavedVersion(None, [])
     before = policy_yaml(name, previous.spec) if previous else ""
     diff = "".join(
         difflib.unified_diff(
@@ -223,18 +240,23 @@ def save_policy_version(name: str, spec: dict, *, author: str) -> PolicyVersion 
     policy.save(update_fields=["current_version", "priority"])
     rows_from_spec(policy, spec)
     _record(
-        "policy_changed",
+        Kind.POLICY_CHANGED,
         author,
         f"policy {name} version {version.number}",
         policy=name,
         policy_version=version.number,
         data={"priority": spec["priority"], "diff": diff[:20000]},
     )
-    return version
+    if not lint:
+        return SavedVersion(version, [])
+    document = policy_document(name, spec)
+    return SavedVersion(
+        version, validate_documents([document], current_catalog([document])).warnings
+    )
 
 
-def _apply_policy(name: str, spec: dict, *, author: str) -> list[str]:
-    version = save_policy_version(name, spec, author=author)
+def _apply_policy(name: str, spec: PolicySpec, *, author: str) -> list[str]:
+    version = save_policy_version(name, spec, author=author, lint=False).version
     _widen_scope(name, spec, author)
     if version is None:
         return []
@@ -242,7 +264,7 @@ def _apply_policy(name: str, spec: dict, *, author: str) -> list[str]:
     return [f"{verb} policy {name} (version {version.number})"]
 
 
-def _widen_scope(name: str, spec: dict, author: str) -> None:
+def _widen_scope(name: str, spec: PolicySpec, author: str) -> None:
     """``apply`` is run by operators: what they route is within the policy's scope."""
     policy = Policy.objects.get(name=name)
     globs = [g for rule in spec["rules"] for g in rule["actions"] if not policy.in_scope(g)]
@@ -256,7 +278,7 @@ def set_scope(policy: Policy, scope: str, author: str) -> None:
     policy.scope = scope[:500]
     policy.save(update_fields=["scope"])
     _record(
-        "policy_scope_changed",
+        Kind.POLICY_SCOPE_CHANGED,
         author,
         f"policy {policy.name} scope: {policy.scope}",
         policy=policy.name,
@@ -267,7 +289,10 @@ def set_scope(policy: Policy, scope: str, author: str) -> None:
 def record_membership(role: Role, who: str, *, granted: bool, actor: dict, perm: str = "") -> None:
     """Role membership is a permission grant: audit each one, with who made it."""
     verb = "granted" if granted else "revoked"
-    kind = f"role_member_{'added' if granted else 'removed'}" if not perm else f"role_perm_{verb}"
+    if perm:
+        kind = Kind.ROLE_PERM_GRANTED if granted else Kind.ROLE_PERM_REVOKED
+    else:
+        kind = Kind.ROLE_MEMBER_ADDED if granted else Kind.ROLE_MEMBER_REMOVED
     from approvals import audit
 
     audit.record_config(
@@ -279,7 +304,7 @@ def record_membership(role: Role, who: str, *, granted: bool, actor: dict, perm:
     )
 
 
-def _record(kind: str, author: str, summary: str, **fields) -> None:
+def _record(kind: Kind, author: str, summary: str, **fields: Any) -> None:
     # Imported here: approvals' models import this app's models.
     from approvals import audit
 
@@ -320,30 +345,13 @@ def calendar_document(calendar: Calendar) -> dict:
     return doc
 
 
-def policy_document(name: str, spec: dict) -> dict:
+def policy_document(name: str, spec: PolicySpec) -> dict:
     """A normalized spec back in the YAML form people write."""
-    rules = []
-    for rule in spec["rules"]:
-        out: dict[str, Any] = {"name": rule["name"], "actions": list(rule["actions"])}
-        if rule["when"] is not None:
-            out["when"] = rule["when"]
-        out["class"] = rule["class"]
-        out["levels"] = [
-            {"role": level["role"], "deadline": format_duration(level["deadline"])}
-            for level in rule["levels"]
-        ]
-        out["on_timeout"] = rule["on_timeout"]
-        for key in ("fail_open", "ticket", "approvals", "editable"):
-            out[key] = rule[key]
-        if rule["remind"] is not None:
-            out["remind"] = format_duration(rule["remind"])
-        if rule.get("calendar"):
-            out["calendar"] = rule["calendar"]
-        rules.append(out)
+    rules = [rule_document(rule) for rule in spec["rules"]]
     return {"kind": "Policy", "name": name, "priority": spec["priority"], "rules": rules}
 
 
-def policy_yaml(name: str, spec: dict) -> str:
+def policy_yaml(name: str, spec: PolicySpec) -> str:
     return dump_yaml([policy_document(name, spec)])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 _COMPACT = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _ISO = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
@@ -48,3 +49,9 @@ def iso_duration(seconds: int) -> str:
     if not time and not date:
         return "PT0S"
     return f"P{date}" + (f"T{time}" if time else "")
+
+
+def iso_instant(moment: datetime | None) -> str | None:
+    """An instant as the API writes it: ISO 8601, UTC as ``Z`` (other offsets
+    as they are)."""
+    return moment.isoformat().replace("+00:00", "Z") if moment else None

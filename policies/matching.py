@@ -16,12 +16,13 @@ from django.db import connection
 
 from policies.conditions import Activation, EvaluationError, evaluate
 from policies.models import Policy, PolicyVersion
+from policies.spec import RuleSpec
 
 
 @dataclass(frozen=True)
 class Route:
     version: PolicyVersion
-    rule: dict
+    rule: RuleSpec
 
     @property
     def policy_name(self) -> str:

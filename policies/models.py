@@ -10,15 +10,21 @@ from __future__ import annotations
 import fnmatch
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import models
 from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
+from policies.spec import OnTimeout, RuleSpec
+
 ACT_FOR_ROLE = "act_for_role"
+
+# request.user (perhaps anonymous) or a user row.
+AnyUser = User | AnonymousUser
 
 
 class RoleQuerySet(models.QuerySet["Role"]):
-    def for_user(self, user) -> RoleQuerySet:
+    def for_user(self, user: AnyUser) -> RoleQuerySet:
         """The roles this user may act for, directly or through a group."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
@@ -210,9 +216,6 @@ class PolicyVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.policy.name} v{self.number}"
 
-    def rule(self, name: str) -> dict | None:
-        return next((r for r in self.spec["rules"] if r["name"] == name), None)
-
 
 class Rule(models.Model):
     """A rule of a policy's current version, in a form the admin can edit inline.
@@ -232,9 +235,7 @@ class Rule(models.Model):
         help_text="One level per line, role then deadline: finance-manager 30m"
     )
     on_timeout = models.CharField(
-        max_length=10,
-        default="expire",
-        choices=[("expire", "expire"), ("deny", "deny"), ("approve", "approve")],
+        max_length=10, default=OnTimeout.EXPIRE, choices=OnTimeout.choices
     )
     fail_open = models.BooleanField(default=False)
     ticket = models.BooleanField(default=False)
@@ -247,12 +248,17 @@ class Rule(models.Model):
 
     class Meta:
         ordering = ["policy", "position"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(on_timeout__in=OnTimeout.values), name="rule_on_timeout"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
 
 
-def rule_clock(rule: dict) -> tuple[Calendar | None, int | None]:
+def rule_clock(rule: RuleSpec) -> tuple[Calendar | None, int | None]:
     """The calendar a rule's deadlines and SLA count under (its own, else its
     class's) and its class's SLA in seconds, in one or two small queries."""
     action_class = ActionClass.objects.select_related("calendar").filter(name=rule["class"]).first()

@@ -1,4 +1,6 @@
-"""Between a policy's spec and the Rule rows the admin edits."""
+"""Between a policy's spec and the Rule rows the admin edits: ``rows_from_spec``
+one way, ``raw_rule`` (the document form, which ``validate_rule`` makes a spec
+of) the other."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ from typing import Any
 
 from policies.durations import format_duration
 from policies.models import Policy, Rule
+from policies.spec import OnTimeout, PolicySpec
 
 
-def rows_from_spec(policy: Policy, spec: dict) -> None:
+def rows_from_spec(policy: Policy, spec: PolicySpec) -> None:
     """Rewrite the policy's Rule rows to show ``spec``."""
     Rule.objects.filter(policy=policy).delete()
     Rule.objects.bulk_create(
@@ -43,7 +46,7 @@ def raw_rule(data: dict[str, Any]) -> dict[str, Any]:
         ],
         "class": data.get("action_class"),
         "levels": _levels(data.get("levels") or ""),
-        "on_timeout": data.get("on_timeout") or "expire",
+        "on_timeout": data.get("on_timeout") or OnTimeout.EXPIRE.value,
         "fail_open": bool(data.get("fail_open")),
         "ticket": bool(data.get("ticket")),
         "approvals": data.get("approvals") or 1,

@@ -9,15 +9,13 @@ from django.utils import timezone
 
 from policies.business_hours import Calendar
 from policies.config import current_catalog
-from policies.durations import iso_duration
+from policies.durations import iso_duration, iso_instant
 from policies.matching import ConditionFailed, route
-from policies.models import Policy, rule_clock
-from policies.spec import Report, lint_facts, lint_rule
-
-TERMINAL = {"expire": "expired", "deny": "denied", "approve": "approved"}
+from policies.models import AnyUser, Policy, rule_clock
+from policies.spec import OnTimeout, Report, lint_facts, lint_rule
 
 
-def may_view(user, policy: Policy) -> bool:
+def may_view(user: AnyUser, policy: Policy) -> bool:
     """Superusers, and staff holding view or change on the policy (or on all)."""
     if user.is_active and user.is_superuser:
         return True
@@ -26,7 +24,11 @@ def may_view(user, policy: Policy) -> bool:
 
 
 def simulate(
-    body: dict[str, Any], *, agent: str = "", now: datetime | None = None, viewer=None
+    body: dict[str, Any],
+    *,
+    agent: str = "",
+    now: datetime | None = None,
+    viewer: AnyUser | None = None,
 ) -> dict:
     """Which policy, version and rule would route ``body`` (a request as the
     agent API takes it), each level's owner and projected deadline, the
@@ -112,7 +114,7 @@ def simulate(
                 "level": number,
                 "role": level["role"],
                 "deadline": iso_duration(level["deadline"]),
-                "due_at": due.isoformat().replace("+00:00", "Z"),
+                "due_at": iso_instant(due),
             }
         )
     facts = lint_facts(Report(), current_catalog([]))
@@ -129,8 +131,8 @@ def simulate(
         "levels": levels,
         "outcome": {
             "on_timeout": rule["on_timeout"],
-            "status": TERMINAL[rule["on_timeout"]],
-            "at": due.isoformat().replace("+00:00", "Z"),
+            "status": OnTimeout(rule["on_timeout"]).status,
+            "at": iso_instant(due),
             "ticket_for": rule["levels"][-1]["role"] if rule["ticket"] else None,
         },
         "warnings": lint_rule(rule, where, facts.members, facts),

@@ -10,14 +10,15 @@ already exists in a ``Catalog``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from itertools import pairwise
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.db import models
 
 from policies.business_hours import normalize as normalize_calendar
 from policies.conditions import ConditionError, check_condition
@@ -25,8 +26,21 @@ from policies.durations import DurationError, format_duration, parse_duration
 
 SLUG = re.compile(r"^[a-z0-9-]{1,63}$")
 GLOB = re.compile(r"^[a-z0-9_.:*?\[\]!-]{1,100}$")
-ON_TIMEOUT = ("expire", "deny", "approve")
 DAY = 24 * 3600
+
+
+class OnTimeout(models.TextChoices):
+    """What happens when a rule's last deadline passes with no decision."""
+
+    EXPIRE = "expire", "expire"
+    DENY = "deny", "deny"
+    APPROVE = "approve", "approve"  # only with fail_open: true
+
+    @property
+    def status(self) -> str:
+        """The status the request ends in (a value of ``approvals.models.Status``)."""
+        return {"expire": "expired", "deny": "denied", "approve": "approved"}[self.value]
+
 
 ROLE_FIELDS = {"kind", "name", "title", "members", "email"}
 CLASS_FIELDS = {"kind", "name", "title", "sla", "calendar"}
@@ -37,6 +51,38 @@ RULE_FIELDS = {
     "ticket", "approvals", "editable", "remind", "calendar",
 }  # fmt: skip
 LEVEL_FIELDS = {"role", "deadline"}
+
+
+class LevelSpec(TypedDict):
+    role: str
+    deadline: int  # seconds
+
+
+# A rule as validated and stored in PolicyVersion.spec (JSON); "class" is a
+# keyword, hence the functional form. ``rule_document`` turns it back into
+# the form people write, ``rule_rows`` into the admin's rows.
+RuleSpec = TypedDict(
+    "RuleSpec",
+    {
+        "name": str,
+        "actions": list[str],
+        "when": str | None,  # CEL
+        "class": str,
+        "levels": list[LevelSpec],
+        "on_timeout": str,  # an OnTimeout value
+        "fail_open": bool,
+        "ticket": bool,
+        "approvals": int,
+        "editable": bool,
+        "remind": int | None,  # seconds
+        "calendar": NotRequired[str],
+    },
+)
+
+
+class PolicySpec(TypedDict):
+    priority: int
+    rules: list[RuleSpec]
 
 
 @dataclass
@@ -157,7 +203,7 @@ def validate_policy(
     classes: set[str],
     errors: list[str],
     calendars: set[str] | None = None,
-) -> dict | None:
+) -> PolicySpec | None:
     """Normalize one policy document; append errors and return None if invalid."""
     where = f"policy '{doc['name']}'"
     before = len(errors)
@@ -169,7 +215,8 @@ def validate_policy(
     if not isinstance(rules_raw, list) or not rules_raw:
         errors.append(f"{where}: needs a non-empty list of rules")
         return None
-    rules, names = [], set()
+    rules: list[RuleSpec] = []
+    names: set[str] = set()
     for position, raw in enumerate(rules_raw, start=1):
         rule = _rule(raw, f"{where}, rule {position}", roles, classes, errors, calendars)
         if rule is None:
@@ -190,7 +237,7 @@ def _rule(
     classes: set[str],
     errors: list,
     calendars: set[str] | None = None,
-) -> dict | None:
+) -> RuleSpec | None:
     if not isinstance(raw, dict):
         errors.append(f"{where}: expected a mapping, got {_type(raw)}")
         return None
@@ -209,8 +256,9 @@ def _rule(
 
 def validate_rule(
     raw: dict, roles: set[str], classes: set[str], calendars: set[str] | None = None
-) -> tuple[dict | None, dict[str, list[str]]]:
-    """Normalize one rule; on error return None and the messages by field.
+) -> tuple[RuleSpec | None, dict[str, list[str]]]:
+    """Normalize one rule (the document form) into its spec; on error return
+    None and the messages by field.
 
     The admin shows these messages at the field they are about; ``apply``
     prefixes them with the policy and rule.
@@ -220,31 +268,102 @@ def validate_rule(
     def add(field_name: str, message: str) -> None:
         problems.setdefault(field_name, []).append(message)
 
+    _check_name(raw, add)
+    _check_fields(raw, add)
+    actions = _check_actions(raw, add)
+    _check_when(raw, add)
+    _check_class(raw, classes, add)
+    levels = _check_levels(raw, roles, add)
+    _check_on_timeout(raw, add)
+    _check_approvals(raw, add)
+    flags = {flag: _check_flag(raw, flag, add) for flag in ("fail_open", "ticket", "editable")}
+    remind = _check_remind(raw, add)
+    _check_calendar(raw, calendars or set(), add)
+    if problems:
+        return None, problems
+    rule: RuleSpec = {
+        "name": raw["name"],
+        "actions": actions,
+        "when": raw.get("when"),
+        "class": raw["class"],
+        "levels": levels,
+        "on_timeout": raw.get("on_timeout", OnTimeout.EXPIRE.value),
+        "fail_open": flags["fail_open"],
+        "ticket": flags["ticket"],
+        "approvals": raw.get("approvals", 1),
+        "editable": flags["editable"],
+        "remind": remind,
+    }
+    # Only when set: specs stored before calendars existed stay equal to
+    # what the same YAML normalizes to now, so re-applying makes no version.
+    if raw.get("calendar") is not None:
+        rule["calendar"] = raw["calendar"]
+    return rule, {}
+
+
+def rule_document(rule: RuleSpec) -> dict[str, Any]:
+    """A rule's spec back in the form people write (and ``validate_rule`` reads):
+    durations as text, optional fields only when set."""
+    out: dict[str, Any] = {"name": rule["name"], "actions": list(rule["actions"])}
+    if rule["when"] is not None:
+        out["when"] = rule["when"]
+    out["class"] = rule["class"]
+    out["levels"] = [
+        {"role": level["role"], "deadline": format_duration(level["deadline"])}
+        for level in rule["levels"]
+    ]
+    out["on_timeout"] = rule["on_timeout"]
+    for key in ("fail_open", "ticket", "approvals", "editable"):
+        out[key] = rule[key]  # type: ignore[literal-required]
+    if rule["remind"] is not None:
+        out["remind"] = format_duration(rule["remind"])
+    if rule.get("calendar"):
+        out["calendar"] = rule["calendar"]
+    return out
+
+
+# --- the checks of one rule: each adds its problems by field ---------------------
+
+Add = Callable[[str, str], None]
+
+
+def _check_name(raw: dict, add: Add) -> None:
     name = raw.get("name")
     if not isinstance(name, str) or not SLUG.match(name):
         add("name", f"name {name!r} must be a slug of a-z, 0-9 and '-'")
+
+
+def _check_fields(raw: dict, add: Add) -> None:
     unknown = sorted(set(map(str, raw)) - RULE_FIELDS)
     if unknown:
         add("__all__", f"unknown field(s) {', '.join(unknown)}; allowed: {_names(RULE_FIELDS)}")
 
+
+def _check_actions(raw: dict, add: Add) -> list[str]:
     actions = raw.get("actions")
     if not isinstance(actions, list) or not actions:
         add("actions", "'actions' needs a non-empty list of globs, e.g. [\"refund.*\"]")
-        actions = []
+        return []
     for glob in actions:
         if not isinstance(glob, str) or not GLOB.match(glob):
             add("actions", f"action glob {glob!r} may use only a-z 0-9 _ . : - and * ? [ ]")
+    return list(actions)
 
+
+def _check_when(raw: dict, add: Add) -> None:
     when = raw.get("when")
-    if when is not None:
-        if not isinstance(when, str) or not when.strip():
-            add("when", "'when' must be a CEL expression in a string")
-        else:
-            try:
-                check_condition(when)
-            except ConditionError as exc:
-                add("when", str(exc))
+    if when is None:
+        return
+    if not isinstance(when, str) or not when.strip():
+        add("when", "'when' must be a CEL expression in a string")
+        return
+    try:
+        check_condition(when)
+    except ConditionError as exc:
+        add("when", str(exc))
 
+
+def _check_class(raw: dict, classes: set[str], add: Add) -> None:
     action_class = raw.get("class")
     if not isinstance(action_class, str) or action_class not in classes:
         add(
@@ -253,73 +372,65 @@ def validate_rule(
             f"define it with kind: ActionClass (known: {_names(classes)})",
         )
 
+
+def _check_levels(raw: dict, roles: set[str], add: Add) -> list[LevelSpec]:
     level_errors: list[str] = []
     levels = _levels(raw.get("levels"), "", roles, level_errors)
     for message in level_errors:
         add("levels", message.removeprefix(", ").removeprefix(": "))
+    return levels
 
-    on_timeout = raw.get("on_timeout", "expire")
-    fail_open = raw.get("fail_open", False)
-    if on_timeout not in ON_TIMEOUT:
+
+def _check_on_timeout(raw: dict, add: Add) -> None:
+    on_timeout = raw.get("on_timeout", OnTimeout.EXPIRE.value)
+    if on_timeout not in OnTimeout.values:
         add("on_timeout", f"on_timeout {on_timeout!r} must be expire, deny or approve")
-    elif on_timeout == "approve" and fail_open is not True:
+    elif on_timeout == OnTimeout.APPROVE and raw.get("fail_open", False) is not True:
         add(
             "on_timeout",
             "on_timeout: approve approves on silence; "
             "set fail_open: true to mean it, or use expire",
         )
+
+
+def _check_approvals(raw: dict, add: Add) -> None:
     approvals = raw.get("approvals", 1)
     if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 1:
         add("approvals", "approvals must be a whole number of at least 1")
-    flags = {}
-    for flag in ("fail_open", "ticket", "editable"):
-        flags[flag] = raw.get(flag, False)
-        if not isinstance(flags[flag], bool):
-            add(flag, f"{flag} must be true or false")
-    remind = None
-    if raw.get("remind") is not None:
-        remind_errors: list[str] = []
-        remind = _duration(raw["remind"], "remind", remind_errors)
-        for message in remind_errors:
-            add("remind", message)
 
+
+def _check_flag(raw: dict, flag: str, add: Add) -> bool:
+    value = raw.get(flag, False)
+    if not isinstance(value, bool):
+        add(flag, f"{flag} must be true or false")
+    return value is True
+
+
+def _check_remind(raw: dict, add: Add) -> int | None:
+    if raw.get("remind") is None:
+        return None
+    remind_errors: list[str] = []
+    remind = _duration(raw["remind"], "remind", remind_errors)
+    for message in remind_errors:
+        add("remind", message)
+    return remind
+
+
+def _check_calendar(raw: dict, calendars: set[str], add: Add) -> None:
     calendar = raw.get("calendar")
-    if calendar is not None and (
-        not isinstance(calendar, str) or calendar not in (calendars or ())
-    ):
+    if calendar is not None and (not isinstance(calendar, str) or calendar not in calendars):
         add(
             "calendar",
             f"unknown calendar {calendar!r}; define it with kind: Calendar "
-            f"(known: {_names(calendars or ())})",
+            f"(known: {_names(calendars)})",
         )
 
-    if problems:
-        return None, problems
-    rule = {
-        "name": name,
-        "actions": list(actions),
-        "when": when,
-        "class": action_class,
-        "levels": levels,
-        "on_timeout": on_timeout,
-        "fail_open": flags["fail_open"],
-        "ticket": flags["ticket"],
-        "approvals": approvals,
-        "editable": flags["editable"],
-        "remind": remind,
-    }
-    # Only when set: specs stored before calendars existed stay equal to
-    # what the same YAML normalizes to now, so re-applying makes no version.
-    if calendar is not None:
-        rule["calendar"] = calendar
-    return rule, {}
 
-
-def _levels(raw: Any, where: str, roles: set[str], errors: list[str]) -> list[dict]:
+def _levels(raw: Any, where: str, roles: set[str], errors: list[str]) -> list[LevelSpec]:
     if not isinstance(raw, list) or not raw:
         errors.append(f"{where}: needs at least one level (a role and a deadline)")
         return []
-    levels: list[dict] = []
+    levels: list[LevelSpec] = []
     for number, level in enumerate(raw, start=1):
         at = f"{where}, level {number}"
         if not isinstance(level, dict):
@@ -343,7 +454,7 @@ def _levels(raw: Any, where: str, roles: set[str], errors: list[str]) -> list[di
                 f"{at}: role '{role}' also owns level {number - 1}; escalation would land "
                 "in the same inbox, so pick a different fallback role"
             )
-        levels.append({"role": role, "deadline": deadline})
+        levels.append({"role": role, "deadline": deadline})  # type: ignore[typeddict-item]
     return levels
 
 
@@ -454,7 +565,7 @@ def _lint(report: Report, catalog: Catalog) -> list[str]:
 
 
 def lint_rule(
-    rule: dict, where: str, members: dict[str, int], facts: LintFacts | None = None
+    rule: RuleSpec, where: str, members: dict[str, int], facts: LintFacts | None = None
 ) -> list[str]:
     warnings = []
     facts = facts or LintFacts(members=members)
@@ -494,7 +605,7 @@ def lint_rule(
     return warnings
 
 
-def _lint_chain(rule: dict, where: str, facts: LintFacts) -> list[str]:
+def _lint_chain(rule: RuleSpec, where: str, facts: LintFacts) -> list[str]:
     warnings = []
     levels = rule["levels"]
     if len(levels) == 1:

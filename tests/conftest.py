@@ -1,4 +1,5 @@
-"""The cast of the stories the tests tell.
+"""The cast of the stories the tests tell (fixtures; plain helpers are in
+tests/helpers.py).
 
 - maria and tom: finance managers, who own invoice discrepancies first;
 - carol: the CFO, the fallback role;
@@ -17,74 +18,9 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from approvals.agents import create_agent
-from approvals.tokens import issue_token
 from policies.config import apply_documents, load_yaml
+from tests.helpers import CONFIG, INVOICE, agent_client, reviewer_client, use_broker
 from tests.processes import Processes, RedisServer
-
-CONFIG = """
-kind: Role
-name: finance-manager
-members: [maria, tom]
----
-kind: Role
-name: cfo
-members: [carol]
----
-kind: Role
-name: compliance-officer
-members: [olivia]
----
-kind: Role
-name: support-lead
-members: [sam]
----
-kind: ActionClass
-name: internal
-sla: 2h
----
-kind: ActionClass
-name: customer-urgent
-sla: 15m
----
-kind: Policy
-name: finance-invoices
-priority: 100
-rules:
-  - name: invoice-discrepancy
-    actions: ["invoice.discrepancy"]
-    class: internal
-    levels:
-      - {role: finance-manager, deadline: 30m}
-      - {role: cfo, deadline: 2h}
-    ticket: true
-  - name: big-payment
-    actions: ["payment.*"]
-    class: internal
-    approvals: 2
-    editable: true
-    levels:
-      - {role: finance-manager, deadline: 30m}
-      - {role: cfo, deadline: 2h}
----
-kind: Policy
-name: customer-refunds
-priority: 10
-rules:
-  - name: refund-review
-    actions: ["refund.*"]
-    class: customer-urgent
-    levels:
-      - {role: support-lead, deadline: 15m}
-    on_timeout: deny
-"""
-
-INVOICE = {
-    "action": "invoice.discrepancy",
-    "summary": "INV-1042 is $1,240 over PO-77",
-    "context": {"amount": 1240.0, "currency": "USD", "invoice": "INV-1042", "vendor": "Acme"},
-    "payload": {"invoice": "INV-1042", "pay": 1240.0},
-    "requester": {"run_id": "run_81", "on_behalf_of": "sam"},
-}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -124,12 +60,6 @@ def clock():
         yield traveller
 
 
-def after(clock, **delta) -> None:
-    from datetime import timedelta
-
-    clock.shift(timedelta(**delta))
-
-
 @pytest.fixture
 def users(db):
     model = get_user_model()
@@ -152,18 +82,6 @@ def agent(config):
 @pytest.fixture
 def other_agent(config):
     return create_agent("other-bot")
-
-
-def agent_client(credentials) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {credentials.api_key}")
-    return client
-
-
-def reviewer_client(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(user)}")
-    return client
 
 
 @pytest.fixture
@@ -215,12 +133,6 @@ def invoice(bot) -> dict:
     return response.json()
 
 
-def decide(client: APIClient, request_id: str, outcome: str, **body):
-    return client.post(
-        f"/api/v1/requests/{request_id}/decision", {"outcome": outcome, **body}, format="json"
-    )
-
-
 # --- real processes (Celery worker and beat, a Redis of our own) ----------------------
 
 
@@ -262,16 +174,8 @@ def processes(tmp_path, engine_env, redis_server):
 
     engine_env["REDIS_URL"] = redis_server.url
     previous = app.conf.broker_url
-    _use_broker(app, redis_server.url)
+    use_broker(app, redis_server.url)
     procs = Processes(tmp_path, engine_env)
     yield procs
     procs.stop_all()
-    _use_broker(app, previous)
-
-
-def _use_broker(app, url: str) -> None:
-    # The settings' own name: with celery 5.6 a change made as broker_url does
-    # not override CELERY_BROKER_URL read from the Django settings.
-    app.conf["CELERY_BROKER_URL"] = url
-    app._pool = None  # the connection and producer pools were made for the old URL
-    app.amqp._producer_pool = None
+    use_broker(app, previous)

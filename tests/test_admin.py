@@ -11,7 +11,7 @@ from guardian.shortcuts import assign_perm
 
 from approvals.models import Agent
 from policies.models import Policy
-from tests.conftest import agent_client
+from tests.helpers import agent_client
 
 
 @pytest.mark.parametrize(

@@ -168,7 +168,7 @@ def test_a_rotated_secret_is_shown_on_the_page_never_in_a_cookie(root, agent):
 
 
 def test_a_rotated_key_is_shown_once_and_the_old_one_stops_working(root, agent):
-    from tests.conftest import agent_client
+    from tests.helpers import agent_client
 
     old = agent_client(agent)
     response = root.post(

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from approvals.models import ApprovalRequest, AuditEvent
-from tests.conftest import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, decide
 
 
 def test_it_routes_an_invoice_discrepancy_to_the_finance_managers(bot):

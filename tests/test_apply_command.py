@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from policies.models import ActionClass, Policy, PolicyVersion, Role
-from tests.conftest import CONFIG, INVOICE
+from tests.helpers import CONFIG, INVOICE
 
 
 def run(*args) -> tuple[str, str]:
@@ -66,7 +66,7 @@ def test_a_changed_policy_gets_a_new_version_with_a_diff(config_file, tmp_path):
 
 
 def test_requests_in_flight_keep_the_version_that_routed_them(config_file, tmp_path, agent):
-    from tests.conftest import agent_client
+    from tests.helpers import agent_client
 
     run("apply", "-f", str(config_file))
     bot = agent_client(agent)

@@ -10,14 +10,14 @@ from io import StringIO
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from approvals import audit
 from approvals.agents import rotate_signing_secret
 from approvals.canonical import canonical_json
 from approvals.models import ApprovalRequest, AuditEvent, AuditSeal
-from tests.conftest import INVOICE, decide
+from tests.helpers import INVOICE, decide
 
 
 def verify() -> str:
@@ -266,3 +266,15 @@ def test_a_users_groups_and_flags_changed_in_the_admin_are_audited(root, users):
     assert changed.data["groups_before"] == []
     assert changed.data["flags"]["is_staff"] is True
     assert changed.data["flags_before"]["is_staff"] is False
+
+
+def test_the_database_refuses_a_kind_outside_the_vocabulary(invoice):
+    """Kinds are AuditEvent.Kind; a typo would otherwise be a new kind nobody filters on."""
+    event = AuditEvent.objects.get(request_id=invoice["id"])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AuditEvent.objects.create(
+            **{f.attname: getattr(event, f.attname) for f in AuditEvent._meta.concrete_fields
+               if f.name != "id"} | {"seq": 99, "kind": "aproved"},
+        )  # fmt: skip
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ApprovalRequest.objects.filter(pk=invoice["id"]).update(on_timeout="escalate")

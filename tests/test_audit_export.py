@@ -1,5 +1,5 @@
 """The audit trail leaves the building: ``export_audit`` and ``GET /api/v1/audit``,
-oldest first, JSONL or CSV with the contract's fields, filtered, streamed in
+oldest first, JSONL or CSV with the README's fields, filtered, streamed in
 constant memory; and the admin finds events by business context."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from approvals.models import AuditEvent
-from tests.conftest import INVOICE, decide, reviewer_client
+from tests.helpers import INVOICE, decide, reviewer_client
 
 KEYS = {
     "request", "seq", "kind", "at", "actor", "role", "level", "policy", "action", "summary",

@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from approvals.models import ApprovalRequest
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 
 
 def post_raw(client: APIClient, body: bytes | str, content_type="application/json"):

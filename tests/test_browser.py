@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -131,7 +131,7 @@ def test_an_approval_leaves_the_other_reviewers_open_inbox_without_a_reload(open
 
 
 def test_the_request_page_updates_when_decided_elsewhere(open_as, queue, tom):
-    from tests.conftest import decide
+    from tests.helpers import decide
 
     page = open_as("maria")
     row(page, "INV-1042").get_by_role("link").click()

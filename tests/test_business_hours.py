@@ -28,8 +28,9 @@ def berlin(*args) -> datetime:
 
 def test_a_2h_deadline_raised_friday_1630_falls_due_on_monday_morning():
     friday = berlin(2026, 11, 27, 16, 30)
-    # The contract's example says 10:30 for a 09:00-17:30 office; one hour is
-    # left on Friday there, so it is 10:00. Its 10:30 holds for 09:00-17:00.
+    # The specification's example said 10:30 for a 09:00-17:30 office (README,
+    # "Where the API differs"); one hour is left on Friday there, so it is
+    # 10:00. Its 10:30 holds for 09:00-17:00.
     assert office().add(friday, 2 * 3600) == berlin(2026, 11, 30, 10, 0)
     nine_to_five = office({"mon-fri": "09:00-17:00"})
     assert nine_to_five.add(friday, 2 * 3600) == berlin(2026, 11, 30, 10, 30)

@@ -17,7 +17,7 @@ from approvals.models import ApprovalRequest, DecisionStat
 from policies.config import ConfigError, apply_documents, dump_yaml, export_documents, load_yaml
 from policies.models import ActionClass, Calendar
 from policies.simulate import simulate
-from tests.conftest import INVOICE, decide
+from tests.helpers import INVOICE, decide
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

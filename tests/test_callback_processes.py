@@ -10,7 +10,7 @@ from approvals.agents import create_agent
 from approvals.kit.receiver import MemoryStore
 from approvals.kit.receiver import Receiver as Kit
 from approvals.models import Delivery
-from tests.conftest import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, decide
 from tests.processes import free_port, wait_for
 from tests.receiver import Receiver, Script
 

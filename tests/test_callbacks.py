@@ -19,7 +19,7 @@ from approvals import callbacks
 from approvals.agents import create_agent, rotate_signing_secret
 from approvals.kit.receiver import InvalidCallback, MemoryStore, Receiver, verify
 from approvals.models import Delivery
-from tests.conftest import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, decide
 from tests.receiver import Receiver as LocalReceiver
 
 

@@ -1,4 +1,4 @@
-"""The commands of CONTRACT.md section 6, as an operator runs them."""
+"""The commands of the README (Commands), as an operator runs them."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from guardian.shortcuts import assign_perm
 
 from approvals.models import ApprovalRequest, AuditEvent
 from policies.models import Role
-from tests.conftest import INVOICE, agent_client, decide, reviewer_client
+from tests.helpers import INVOICE, agent_client, decide, reviewer_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

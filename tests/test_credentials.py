@@ -13,7 +13,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from approvals.models import ReviewerToken
-from tests.conftest import agent_client
+from tests.helpers import agent_client
 
 
 def run(*args) -> str:

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from approvals.models import ApprovalRequest, AuditEvent
-from tests.conftest import agent_client, decide
+from tests.helpers import agent_client, decide
 
 
 def kinds(request_id: str) -> list[str]:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from approvals import callbacks
 from approvals.agents import create_agent
 from approvals.models import Delivery
-from tests.conftest import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, decide
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)  # another session holds the slots

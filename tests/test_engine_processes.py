@@ -14,7 +14,7 @@ from django.utils import timezone
 from approvals import escalation
 from approvals.models import ApprovalRequest, AuditEvent
 from policies.config import apply_documents, load_yaml
-from tests.conftest import INVOICE, decide
+from tests.helpers import INVOICE, decide
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

@@ -15,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 from approvals import escalation, notifications
 from approvals.models import ApprovalRequest, AuditEvent, Delivery, Notification, Ticket
 from policies.config import apply_documents, load_yaml
-from tests.conftest import INVOICE, after, agent_client, decide
+from tests.helpers import INVOICE, after, agent_client, decide
 
 
 def events(request_id) -> list[AuditEvent]:

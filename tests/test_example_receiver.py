@@ -8,7 +8,7 @@ import sys
 from approvals import callbacks
 from approvals.agents import create_agent
 from approvals.models import Delivery
-from tests.conftest import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, decide
 from tests.processes import ROOT, free_port, wait_for
 from tests.test_callbacks import attempt
 

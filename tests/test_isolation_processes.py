@@ -14,7 +14,7 @@ import pytest
 from approvals.agents import create_agent
 from approvals.models import ApprovalRequest, AuditEvent, Delivery, DeliveryAttempt
 from policies.config import apply_documents, load_yaml
-from tests.conftest import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, decide
 from tests.hostile import HostileReceiver
 from tests.processes import wait_for
 from tests.receiver import Receiver

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from approvals.models import ApprovalRequest, AuditEvent
-from tests.conftest import after, decide
+from tests.helpers import after, decide
 
 REFUND = {"action": "refund.issue", "summary": "Refund order 4411", "context": {"amount": 80}}
 

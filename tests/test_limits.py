@@ -9,7 +9,7 @@ from approvals.api import throttling
 from approvals.api.throttling import FileStore
 from approvals.models import Agent
 from approvals.rates import Rate
-from tests.conftest import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, decide
 
 
 def test_create_agent_stores_its_own_limits(config, capsys):

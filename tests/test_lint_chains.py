@@ -121,7 +121,7 @@ def test_simulation_shows_the_same_warnings(users, staff_client):
 def staff_client(users):
     from django.contrib.auth.models import Permission
 
-    from tests.conftest import reviewer_client
+    from tests.helpers import reviewer_client
 
     admin = get_user_model().objects.create_user("ada", "ada@example.com", "pw", is_staff=True)
     admin.user_permissions.add(Permission.objects.get(codename="view_policy"))

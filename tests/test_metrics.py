@@ -1,4 +1,4 @@
-"""``/metrics``: the contract's series in the Prometheus text format, behind
+"""``/metrics``: the README's series in the Prometheus text format, behind
 METRICS_TOKEN, the same figures whichever process answers."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from approvals import escalation
-from tests.conftest import INVOICE, decide
+from tests.helpers import INVOICE, decide
 from tests.processes import free_port, wait_for
 
 TOKEN = "scrape-me-please"

@@ -14,7 +14,7 @@ from django.core import mail
 from approvals import notifications
 from approvals.models import Notification
 from approvals.notify import channels
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 
 
 class _Received(list):

@@ -11,7 +11,7 @@ import pytest
 from approvals import callbacks, outbound
 from approvals.agents import create_agent
 from approvals.models import Delivery
-from tests.conftest import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, decide
 from tests.hostile import HostileReceiver
 from tests.receiver import Receiver
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from policies.config import current_catalog, save_policy_version
 from policies.durations import DurationError, format_duration, iso_duration, parse_duration
-from policies.spec import Catalog, validate_documents
+from policies.spec import Catalog, rule_document, validate_documents, validate_rule
 
 CATALOG = Catalog(
     roles={"finance-manager": 2, "cfo": 1, "empty-role": 0},
@@ -169,3 +170,28 @@ def test_malformed_durations_are_refused(text):
 def test_durations_format_back_compactly_and_in_iso():
     assert [format_duration(s) for s in (90, 1800, 5400, 86400)] == ["1m30s", "30m", "1h30m", "24h"]
     assert [iso_duration(s) for s in (1800, 7200, 90, 86400)] == ["PT30M", "PT2H", "PT1M30S", "P1D"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"when": "context.amount > 10", "remind": "10m"}, {"on_timeout": "deny", "ticket": True}],
+)
+def test_a_spec_turned_back_into_its_document_validates_to_the_same_spec(overrides):
+    """One conversion each way: document -> spec (validate_rule), spec -> document."""
+    [doc] = validate_documents([policy(**overrides)], CATALOG).policies
+    [rule] = doc["spec"]["rules"]
+    again, problems = validate_rule(rule_document(rule), set(CATALOG.roles), CATALOG.classes)
+    assert problems == {} and again == rule
+
+
+def test_save_policy_version_returns_the_new_versions_warnings(config):
+    [doc] = validate_documents(
+        [policy(levels=[{"role": "cfo", "deadline": "30s"}])],
+        current_catalog([policy()]),
+    ).policies
+    saved = save_policy_version("finance-invoices", doc["spec"], author="tests")
+    assert saved.version is not None
+    assert any("deadline under a minute" in w for w in saved.warnings)
+    assert any("a single level" in w for w in saved.warnings)
+    unchanged = save_policy_version("finance-invoices", doc["spec"], author="tests")
+    assert unchanged == (None, [])

@@ -18,7 +18,7 @@ from approvals import escalation
 from approvals.reports import Scope, build
 from policies.config import apply_documents, load_yaml
 from policies.models import Policy
-from tests.conftest import INVOICE, decide
+from tests.helpers import INVOICE, decide
 
 SLOW_REFUNDS = """
 kind: Policy

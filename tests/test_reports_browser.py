@@ -47,7 +47,7 @@ def thirty_days_of_decisions() -> None:
 
 
 def test_a_manager_reads_the_sla_dashboard(open_as, bot, tmp_path):  # noqa: F811
-    from tests.conftest import INVOICE
+    from tests.helpers import INVOICE
 
     get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
     thirty_days_of_decisions()

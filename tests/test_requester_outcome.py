@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from approvals import escalation, notifications
 from approvals.models import Notification
-from tests.conftest import decide
+from tests.helpers import decide
 
 
 def send_all() -> None:
@@ -44,7 +44,7 @@ def test_nobody_extra_is_told_of_an_approval(invoice, maria):
 
 
 def test_an_unknown_on_behalf_of_is_ignored(bot, maria):
-    from tests.conftest import INVOICE
+    from tests.helpers import INVOICE
 
     body = {**INVOICE, "requester": {"on_behalf_of": "nobody-here"}}
     created = bot.post("/api/v1/requests", body, format="json").json()

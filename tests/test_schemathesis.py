@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from approvals.tokens import issue_token
 from approvals_site.wsgi import application
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 
 schema = schemathesis.openapi.from_wsgi("/api/v1/schema", application)
 

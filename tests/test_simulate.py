@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from approvals.models import ApprovalRequest
 from policies.config import apply_documents, load_yaml
-from tests.conftest import INVOICE, reviewer_client
+from tests.helpers import INVOICE, reviewer_client
 from tests.test_matching import TIERED
 
 

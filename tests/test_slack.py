@@ -13,7 +13,7 @@ from approvals import notifications
 from approvals.models import Notification
 from approvals.notify import Message, channels
 from approvals.notify.slack import SlackWebhookChannel
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 from tests.hostile import HostileReceiver
 from tests.receiver import Receiver, Script
 

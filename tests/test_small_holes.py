@@ -3,14 +3,20 @@ and checked payload preview, simulation within what one may view."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
+from django.utils.html import escape
 from guardian.shortcuts import assign_perm
 
+from approvals import escalation
 from approvals.models import ApprovalRequest
 from policies.models import Policy
-from tests.conftest import INVOICE, decide, reviewer_client
+from tests.helpers import INVOICE, decide, reviewer_client
 
 SIM = "/api/v1/policies/simulate"
 PAYMENT = {
@@ -110,6 +116,17 @@ def test_the_preview_is_refused_to_a_reviewer_who_does_not_own_it_now(bot, users
     assert response.status_code == 403
 
 
+def test_the_preview_is_refused_to_the_person_it_was_requested_for(bot, users):
+    """They may not approve it, so they have no edits to preview either."""
+    created = create(bot, {**PAYMENT, "requester": {"on_behalf_of": "maria"}})
+    response = browser("maria").post(f"/requests/{created['id']}/preview", {"payload": "{}"})
+    assert response.status_code == 403
+    assert (
+        browser("tom").post(f"/requests/{created['id']}/preview", {"payload": "{}"}).status_code
+        == 200
+    )
+
+
 def test_a_large_payload_is_compared_by_key_not_line_by_line(bot, users):
     big = {f"line{i}": "x" * 60 for i in range(400)}  # about 30 KiB
     created = create(bot, {**PAYMENT, "payload": big})
@@ -160,6 +177,29 @@ def test_the_request_page_offers_the_requester_neither_approve_nor_claim(bot, us
     created = create(bot, {**INVOICE, "requester": {"on_behalf_of": "Maria"}})
     own = browser("maria").get(f"/requests/{created['id']}").content.decode()
     assert 'id="approve"' not in own and ">Claim<" not in own
-    assert 'id="deny"' in own and "Requested on your behalf" in own
+    assert 'id="deny"' in own and "Four eyes" in own
     colleague = browser("tom").get(f"/requests/{created['id']}").content.decode()
     assert 'id="approve"' in colleague and ">Claim<" in colleague
+
+
+def test_the_page_says_why_in_the_words_decide_would_refuse_with(bot, maria, tom):
+    created = create(bot, {**INVOICE, "requester": {"on_behalf_of": "Maria"}})
+    own = browser("maria").get(f"/requests/{created['id']}").content.decode()
+    refused = decide(maria, created["id"], "approve")
+    assert refused.status_code == 403
+    assert escape(refused.json()["detail"]) in own
+    # While tom holds the claim, maria may neither approve nor deny: no form at all.
+    assert tom.post(f"/api/v1/requests/{created['id']}/claim").status_code == 200
+    page = browser("maria").get(f"/requests/{created['id']}").content.decode()
+    assert 'id="deny"' not in page and 'id="approve"' not in page and "Claimed by tom" in page
+    assert decide(maria, created["id"], "deny", reason="no").status_code == 403
+
+
+def test_a_reader_outside_the_owning_role_sees_why_and_no_form(bot, maria):
+    created = create(bot, INVOICE)
+    with time_machine.travel(timezone.now() + timedelta(minutes=31), tick=False):
+        escalation.sweep()
+        page = browser("maria").get(f"/requests/{created['id']}").content.decode()
+        refused = decide(maria, created["id"], "deny", reason="no")
+    assert refused.status_code == 403
+    assert 'id="deny"' not in page and escape(refused.json()["detail"]) in page

@@ -17,7 +17,7 @@ import pytest
 
 from approvals.agents import create_agent
 from approvals.api import throttling
-from tests.conftest import INVOICE, agent_client, decide, reviewer_client
+from tests.helpers import INVOICE, agent_client, decide, reviewer_client
 from tests.processes import Processes, free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -21,7 +21,7 @@ CONTENT_TYPES = {"jsonl": "application/jsonl; charset=utf-8", "csv": "text/csv; 
 class MayViewAudit(BasePermission):
     message = "Exporting the audit trail needs the view_auditevent permission."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return request.user.has_perm("approvals.view_auditevent")
 
 
@@ -29,7 +29,9 @@ class AuditExportView(APIView):
     authentication_classes = [ReviewerTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated, MayViewAudit]
 
-    def perform_content_negotiation(self, request, force=False):
+    def perform_content_negotiation(
+        self, request: Request, force: bool = False
+    ) -> tuple[JSONRenderer, str]:
         # ``format`` here is the export's (jsonl|csv), not DRF's renderer
         # override; errors are always JSON.
         return JSONRenderer(), "application/json"

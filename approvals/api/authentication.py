@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from approvals.keys import key_matches, split_prefix
 from approvals.models import Agent
@@ -27,7 +31,7 @@ class AgentPrincipal:
 
 
 class AgentKeyAuthentication(BaseAuthentication):
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         parts = get_authorization_header(request).split()
         if not parts or parts[0].lower() != b"bearer":
             return None
@@ -43,12 +47,12 @@ class AgentKeyAuthentication(BaseAuthentication):
             raise AuthenticationFailed("Invalid API key.")
         return AgentPrincipal(agent), agent
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="agents"'
 
 
 class IsAgent(BasePermission):
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return isinstance(request.auth, Agent)
 
 
@@ -57,7 +61,7 @@ class ReviewerTokenAuthentication(BaseAuthentication):
 
     keyword = b"token"
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         parts = get_authorization_header(request).split()
         if not parts or parts[0].lower() != self.keyword:
             return None
@@ -72,5 +76,5 @@ class ReviewerTokenAuthentication(BaseAuthentication):
             raise AuthenticationFailed("Invalid, expired or revoked token.")
         return user, key
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return "Token"

@@ -1,17 +1,19 @@
-"""Every API error as JSON: ``{"code", "detail", "errors"?}`` (CONTRACT.md section 9)."""
+"""Every API error as JSON: ``{"code", "detail", "errors"?}`` (README, API)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from approvals import errors as domain
+from approvals.representation import RequestSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ DOMAIN_STATUS = {
 }
 
 
-def exception_handler(exc, context) -> Response | None:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, domain.Conflict):
         return conflict_response(exc)
     if isinstance(exc, domain.ApprovalError):
@@ -42,7 +44,7 @@ def exception_handler(exc, context) -> Response | None:
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
-    if response is None:
+    if response is None or not isinstance(exc, exceptions.APIException):
         return None  # an unexpected error: Django logs it; handler500 answers JSON
     response.data = _error_body(exc)
     return response
@@ -50,8 +52,6 @@ def exception_handler(exc, context) -> Response | None:
 
 def conflict_response(exc: domain.Conflict) -> Response:
     """409 with the request resource, plus the usual code and detail."""
-    from approvals.api.serializers import RequestSerializer
-
     body = dict(RequestSerializer(exc.request).data)
     body.update(code=exc.code, detail=exc.detail)
     return Response(body, status=status.HTTP_409_CONFLICT)
@@ -75,7 +75,7 @@ def _summary(errors: dict) -> str:
     return f"Invalid input in: {fields}."
 
 
-def _flatten(errors, prefix: str = "") -> dict[str, list[str]]:
+def _flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
     """Nested serializer errors as ``{"requester.on_behalf_of": ["…"]}``."""
     flat: dict[str, list[str]] = {}
     if isinstance(errors, dict):
@@ -91,13 +91,13 @@ def _flatten(errors, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
-def not_found(request, exception=None):
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"code": "not_found", "detail": "Not found."}, status=404)
     return page_not_found(request, exception)
 
 
-def server_failure(request):
+def server_failure(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse(
             {"code": "server_error", "detail": "Something went wrong on our side; it is logged."},

@@ -36,12 +36,18 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from django.conf import settings
 from django.db import connections
 
 from approvals.transitions import TERMINAL_CHANNEL
+
+if TYPE_CHECKING:
+    from approvals.api.throttling import Slot
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +177,7 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def _closing(function: Callable, *args):
+def _closing(function: Callable[..., T], *args: Any) -> T:
     """Run ``function`` and close this thread's database connection after it:
     between two checks a wait holds no connection."""
     try:
@@ -181,7 +187,7 @@ def _closing(function: Callable, *args):
             conn.close()
 
 
-async def in_pool(function: Callable, *args):
+async def in_pool(function: Callable[..., T], *args: Any) -> T:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_executor(), _closing, function, *args)
 
@@ -198,10 +204,11 @@ def _still_pending(request_id: str) -> bool:
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
+ASGIApp = Callable[..., Awaitable[None]]
 
 
 class LongPoll:
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
@@ -212,14 +219,21 @@ class LongPoll:
             return await self.app(scope, receive, send)
         await self._long_poll(scope, receive, send, match.group(1), query)
 
-    async def _long_poll(self, scope, receive, send, request_id, query) -> None:
+    async def _long_poll(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        query: list[tuple[str, str]],
+    ) -> None:
         loop = asyncio.get_running_loop()
         woken = asyncio.Event()
         notified = False
         gone = False
 
         def wake(terminal: bool) -> None:  # from the listener thread
-            def on_loop():
+            def on_loop() -> None:
                 nonlocal notified
                 notified = notified or terminal
                 woken.set()
@@ -304,7 +318,7 @@ class LongPoll:
         return messages
 
 
-def _release(slot) -> None:
+def _release(slot: Slot | None) -> None:
     from approvals.api.throttling import release_wait
 
     release_wait(slot)

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from whitenoise.middleware import WhiteNoiseMiddleware
+
+if TYPE_CHECKING:
+    from approvals.api.longpoll import ASGIApp, Receive, Scope, Send
+
+GetResponse = Callable[[HttpRequest], Any]
 
 
 class ApiBodyLimitMiddleware:
@@ -17,21 +25,21 @@ class ApiBodyLimitMiddleware:
 
     sync_capable = async_capable = True
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
         return self._refusal(request) or self.get_response(request)
 
-    async def __acall__(self, request):
+    async def __acall__(self, request: HttpRequest) -> Any:
         return self._refusal(request) or await self.get_response(request)
 
-    def _refusal(self, request) -> JsonResponse | None:
+    def _refusal(self, request: HttpRequest) -> JsonResponse | None:
         if not request.path.startswith("/api/"):
             return None
         length = request.META.get("CONTENT_LENGTH") or "0"
@@ -61,7 +69,7 @@ class StaticFilesMiddleware:
 
     sync_capable = async_capable = True
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         sync_next = async_to_sync(get_response) if self.is_async else get_response
@@ -69,17 +77,17 @@ class StaticFilesMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
         return self.whitenoise(request)
 
-    async def __acall__(self, request):
+    async def __acall__(self, request: HttpRequest) -> Any:
         if not request.path_info.startswith(f"/{settings.STATIC_URL.lstrip('/')}"):
             return await self.get_response(request)
         return await sync_to_async(self._serve)(request)
 
-    def _serve(self, request):
+    def _serve(self, request: HttpRequest) -> HttpResponseBase:
         response = self.whitenoise(request)
         if response.streaming:
             # Static files are small: read them here, on this thread, rather
@@ -111,10 +119,10 @@ class BodyLimit:
 
     DRAIN_FACTOR = 4
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = settings.APPROVALS_MAX_BODY_BYTES
@@ -142,7 +150,7 @@ class BodyLimit:
         body = b"".join(chunks)
         replayed = False
 
-        async def replay():
+        async def replay() -> dict:
             nonlocal replayed
             if not replayed:
                 replayed = True
@@ -152,7 +160,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send, status: int, *, close: bool) -> None:
+async def _refuse(send: Send, status: int, *, close: bool) -> None:
     if status == 413:
         body = too_large()
     else:

@@ -1,5 +1,7 @@
 """Teach drf-spectacular how agents authenticate."""
 
+from typing import Any
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
@@ -7,7 +9,7 @@ class AgentKeyScheme(OpenApiAuthenticationExtension):
     target_class = "approvals.api.authentication.AgentKeyAuthentication"
     name = "agentKey"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "description": "An agent's API key."}
 
 
@@ -15,7 +17,7 @@ class ReviewerTokenScheme(OpenApiAuthenticationExtension):
     target_class = "approvals.api.authentication.ReviewerTokenAuthentication"
     name = "tokenAuth"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {
             "type": "apiKey",
             "in": "header",

@@ -3,21 +3,35 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ObjectDoesNotExist
-from drf_spectacular.utils import extend_schema_field
+from typing import Any
+
 from rest_framework import serializers
 
-from approvals.models import ApprovalRequest, Status
-from policies.durations import iso_duration
+from approvals.models import Status
+from approvals.representation import (
+    DecisionSerializer,
+    LevelSerializer,
+    PolicyRefSerializer,
+    RequestSerializer,
+    TicketRefSerializer,
+)
+
+__all__ = [
+    "DecisionSerializer",
+    "LevelSerializer",
+    "PolicyRefSerializer",
+    "RequestSerializer",
+    "TicketRefSerializer",
+]
 
 
 class TextOnlyMixin:
     """Refuse numbers and booleans instead of turning them into text."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):
             raise serializers.ValidationError("Must be text.", code="invalid")
-        return super().to_internal_value(data)
+        return super().to_internal_value(data)  # type: ignore[misc]  # a Field's, mixed in
 
 
 class StrictCharField(TextOnlyMixin, serializers.CharField):
@@ -35,16 +49,16 @@ class StrictURLField(TextOnlyMixin, serializers.URLField):
 class NoUnknownFieldsMixin:
     """Unknown fields are refused: a typo ('contxt') must not silently drop data."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
+            unknown = sorted(set(data) - set(self.fields))  # type: ignore[attr-defined]
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+        return super().to_internal_value(data)  # type: ignore[misc]  # a Serializer's, mixed in
 
 
 class RequesterSerializer(serializers.DictField):
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
         on_behalf_of = value.get("on_behalf_of")
         if on_behalf_of is not None and not isinstance(on_behalf_of, str):
@@ -66,7 +80,7 @@ class RequestCreateSerializer(NoUnknownFieldsMixin, serializers.Serializer):
     callback_url = StrictURLField(required=False, max_length=2000)
     requester = RequesterSerializer(required=False, default=dict)
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
             raise serializers.ValidationError(
                 {"non_field_errors": ["Send a JSON object."]}, code="invalid"
@@ -98,90 +112,6 @@ class ListQuerySerializer(serializers.Serializer):
 
 class WaitQuerySerializer(serializers.Serializer):
     wait = serializers.IntegerField(required=False, min_value=1, max_value=60)
-
-
-# --- the request resource ---------------------------------------------------------
-
-
-class PolicyRefSerializer(serializers.Serializer):
-    name = serializers.CharField(source="policy_version.policy.name")
-    version = serializers.IntegerField(source="policy_version.number")
-    rule = serializers.CharField(source="rule_name")
-
-
-class LevelSerializer(serializers.Serializer):
-    role = serializers.CharField()
-    deadline = serializers.SerializerMethodField(help_text="ISO 8601 duration, e.g. PT30M")
-
-    def get_deadline(self, level: dict) -> str:
-        return iso_duration(level["deadline"])
-
-
-class DecisionSerializer(serializers.Serializer):
-    outcome = serializers.CharField(source="status")
-    by = serializers.DictField(
-        source="decided_by",
-        help_text='{"user", "role"} or {"system": "timeout"} or {"agent": name}',
-    )
-    reason = serializers.CharField(source="decision_reason")
-    payload = serializers.DictField(source="decision_payload", allow_null=True)
-    payload_sha256 = serializers.CharField(
-        source="decision_payload_sha256",
-        help_text="SHA-256 of the approved payload in canonical JSON",
-    )
-    edited = serializers.BooleanField(source="decision_edited")
-    at = serializers.DateTimeField(source="decided_at")
-
-
-class TicketRefSerializer(serializers.Serializer):
-    id = serializers.CharField()
-    status = serializers.ChoiceField(choices=["open", "closed"])
-
-
-class RequestSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    action = serializers.CharField()
-    summary = serializers.CharField()
-    context = serializers.DictField()  # type: ignore[assignment]
-    payload = serializers.DictField()
-    requester = serializers.DictField()
-    status = serializers.ChoiceField(choices=Status.choices)
-    policy = PolicyRefSerializer(source="*")
-    level = serializers.IntegerField()
-    owner_role = serializers.CharField(source="owner_role.name")
-    due_at = serializers.DateTimeField(allow_null=True)
-    levels = LevelSerializer(many=True)
-    on_timeout = serializers.CharField()
-    claimed_by = serializers.SerializerMethodField()
-    decision = serializers.SerializerMethodField()
-    ticket = serializers.SerializerMethodField()
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-
-    def get_fields(self):
-        fields = super().get_fields()
-        # "class" is a Python keyword, so it cannot be declared as an attribute.
-        ordered = {}
-        for name, field in fields.items():
-            ordered[name] = field
-            if name == "policy":
-                ordered["class"] = serializers.CharField(source="action_class")
-        return ordered
-
-    def get_claimed_by(self, request: ApprovalRequest) -> str | None:
-        return request.claimed_by.get_username() if request.claimed_by else None
-
-    @extend_schema_field(DecisionSerializer(allow_null=True))
-    def get_decision(self, request: ApprovalRequest) -> dict | None:
-        return DecisionSerializer(request).data if request.is_terminal else None
-
-    @extend_schema_field(TicketRefSerializer(allow_null=True))
-    def get_ticket(self, request: ApprovalRequest) -> dict | None:
-        try:
-            ticket = request.ticket
-        except ObjectDoesNotExist:
-            return None
-        return {"id": str(ticket.pk), "status": ticket.status}
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -25,12 +25,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from django.conf import settings
 from rest_framework.exceptions import Throttled
+from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
 
+from approvals.models import Agent
 from approvals.rates import Rate
 
 logger = logging.getLogger(__name__)
@@ -131,7 +134,7 @@ class FileStore:
             self._local.db = db
         return db
 
-    def _transaction(self):
+    def _transaction(self) -> sqlite3.Connection:
         db = self._connect()
         db.execute("BEGIN IMMEDIATE")
         return db
@@ -200,11 +203,11 @@ def retry_after(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
-def agent_rate(agent) -> Rate:
+def agent_rate(agent: Agent) -> Rate:
     return Rate.parse(agent.rate_limit or settings.APPROVALS_AGENT_RATE_LIMIT)
 
 
-def agent_max_waits(agent) -> int:
+def agent_max_waits(agent: Agent) -> int:
     if agent.max_waits is not None:
         return agent.max_waits
     return settings.APPROVALS_AGENT_MAX_WAITS
@@ -218,7 +221,7 @@ def take(key: str, rate: Rate) -> float:
         return 0.0
 
 
-def hold_wait(agent, seconds: float) -> Slot | None:
+def hold_wait(agent: Agent, seconds: float) -> Slot | None:
     """Take one of the agent's concurrent-wait slots, or raise ``Throttled``.
 
     Returns None when the store could not be reached (fail open)."""
@@ -250,10 +253,10 @@ class _RateThrottle(BaseThrottle):
     """DRF throttle over ``take``; the 429 gets ``Retry-After`` and code
     ``throttled`` from DRF and our exception handler."""
 
-    def key_and_rate(self, request, view) -> tuple[str, Rate] | None:
+    def key_and_rate(self, request: Request, view: APIView) -> tuple[str, Rate] | None:
         raise NotImplementedError
 
-    def allow_request(self, request, view) -> bool:
+    def allow_request(self, request: Request, view: APIView) -> bool:
         found = self.key_and_rate(request, view)
         if found is None:
             return True
@@ -265,15 +268,15 @@ class _RateThrottle(BaseThrottle):
 
 
 class AgentRateThrottle(_RateThrottle):
-    def key_and_rate(self, request, view):
-        agent = request.auth
+    def key_and_rate(self, request: Request, view: APIView) -> tuple[str, Rate] | None:
+        agent = cast(Agent, request.auth)  # AgentKeyAuthentication put it there
         if getattr(request._request, "scope", {}).get("countersign.longpoll") == "final":
             return None  # the answer to a wait that was counted when it began
         return f"agent:{agent.pk}", agent_rate(agent)
 
 
 class ReviewerRateThrottle(_RateThrottle):
-    def key_and_rate(self, request, view):
+    def key_and_rate(self, request: Request, view: APIView) -> tuple[str, Rate] | None:
         if not request.user.is_authenticated:
             return None
         return f"user:{request.user.pk}", Rate.parse(settings.APPROVALS_REVIEWER_RATE_LIMIT)

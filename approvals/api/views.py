@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
+from uuid import UUID
 
 from django.conf import settings
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotAuthenticated, ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -54,7 +57,7 @@ class ReviewerAPIView(APIView):
     throttle_classes = [ReviewerRateThrottle]
 
 
-def _queryset():
+def _queryset() -> QuerySet[ApprovalRequest]:
     return ApprovalRequest.objects.select_related(
         "owner_role", "policy_version__policy", "claimed_by", "ticket"
     )
@@ -67,14 +70,14 @@ def _agent(request: Request) -> Agent:
     return request.auth
 
 
-def _own_request(request: Request, pk) -> ApprovalRequest:
+def _own_request(request: Request, pk: UUID) -> ApprovalRequest:
     try:
         return _queryset().get(pk=pk, agent=_agent(request))
     except (ApprovalRequest.DoesNotExist, ValueError):
         raise NotVisible("No such request.") from None
 
 
-def _valid(serializer_class, data):
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> Any:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
@@ -141,7 +144,7 @@ class RequestDetailView(AgentAPIView):
         parameters=[WaitQuerySerializer],
         responses={200: RequestSerializer, **ERRORS},
     )
-    def get(self, request: Request, pk) -> Response:
+    def get(self, request: Request, pk: UUID) -> Response:
         wait = _valid(WaitQuerySerializer, request.query_params).get("wait")
         approval = _own_request(request, pk)
         if wait and approval.status == Status.PENDING:
@@ -197,7 +200,7 @@ class CancelView(AgentAPIView):
         request=CancelInSerializer,
         responses={200: RequestSerializer, 409: ConflictSerializer, **ERRORS},
     )
-    def post(self, request: Request, pk) -> Response:
+    def post(self, request: Request, pk: UUID) -> Response:
         body = _valid(CancelInSerializer, request.data or {})
         approval = _own_request(request, pk)
         approval = actions.cancel(approval.pk, agent=_agent(request), reason=body["reason"])
@@ -211,7 +214,7 @@ class DecisionView(ReviewerAPIView):
         request=DecisionInSerializer,
         responses={200: RequestSerializer, 409: ConflictSerializer, **ERRORS},
     )
-    def post(self, request: Request, pk) -> Response:
+    def post(self, request: Request, pk: UUID) -> Response:
         body = _valid(DecisionInSerializer, request.data)
         result = actions.decide(
             pk,
@@ -230,7 +233,7 @@ class ClaimView(ReviewerAPIView):
         request=None,
         responses={200: RequestSerializer, 409: ConflictSerializer, **ERRORS},
     )
-    def post(self, request: Request, pk) -> Response:
+    def post(self, request: Request, pk: UUID) -> Response:
         result = actions.claim(pk, reviewer=request.user)
         return Response(RequestSerializer(_queryset().get(pk=result.request.pk)).data)
 
@@ -242,6 +245,6 @@ class UnclaimView(ReviewerAPIView):
         request=None,
         responses={200: RequestSerializer, **ERRORS},
     )
-    def post(self, request: Request, pk) -> Response:
+    def post(self, request: Request, pk: UUID) -> Response:
         result = actions.unclaim(pk, reviewer=request.user)
         return Response(RequestSerializer(_queryset().get(pk=result.request.pk)).data)

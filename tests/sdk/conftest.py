@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from approvals.agents import create_agent
 from approvals.tokens import issue_token
 from policies.config import apply_documents, load_yaml
-from tests.conftest import CONFIG, _use_broker
+from tests.helpers import CONFIG, use_broker
 from tests.processes import Processes, RedisServer, free_port, wait_for
 
 try:  # reviewer tokens stored as hashes (approvals.tokens), where that has landed
@@ -104,7 +104,7 @@ def countersign_server(django_db_setup, django_db_blocker, tmp_path_factory):
         DEBUG="false",
     )
     previous = app.conf.broker_url
-    _use_broker(app, redis.url)
+    use_broker(app, redis.url)
     processes = Processes(logs, env)
     port = free_port()
     live = Live(url=f"http://127.0.0.1:{port}", processes=processes, port=port)
@@ -117,7 +117,7 @@ def countersign_server(django_db_setup, django_db_blocker, tmp_path_factory):
     finally:
         processes.stop_all()
         redis.stop()
-        _use_broker(app, previous)
+        use_broker(app, previous)
 
 
 @dataclass

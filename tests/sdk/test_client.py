@@ -30,7 +30,7 @@ from countersign_sdk import (
     WaitTimeout,
 )
 
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -211,7 +211,7 @@ class TestErrors:
             try:
                 cs.requests.create(action="wire.send", summary="s", context={"amount": "lots"})
             except NoPolicyError:
-                pytest.skip("this server still falls through a failing condition (CONTRACT 2)")
+                pytest.skip("this server still falls through a failing condition (README, API)")
             except ConditionError as error:
                 assert error.status_code == 422
                 assert error.code == "condition_error"

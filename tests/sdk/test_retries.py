@@ -8,7 +8,7 @@ import time
 import pytest
 from countersign_sdk import APIError, Countersign, ServerError, ThrottledError
 
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 from tests.sdk.front import Front
 
 pytestmark = [pytest.mark.slow]

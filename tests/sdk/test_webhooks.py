@@ -14,7 +14,7 @@ from countersign_sdk import Countersign, Webhook, WebhookVerificationError
 from countersign_sdk.webhooks import django_view, flask_view, sign, starlette_endpoint
 
 from approvals.agents import create_agent
-from tests.conftest import INVOICE
+from tests.helpers import INVOICE
 from tests.processes import wait_for
 
 # The test vector of the Standard Webhooks specification's reference libraries.

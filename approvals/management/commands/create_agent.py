@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -39,7 +40,9 @@ class Command(BaseCommand):
         )  # fmt: skip
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
-    def handle(self, *args, name: str, callback_url: str, actions: list[str], **options):
+    def handle(
+        self, *args: Any, name: str, callback_url: str, actions: list[str], **options: Any
+    ) -> None:
         if not NAME.match(name):
             raise CommandError("NAME may use letters, digits, '_', '.' and '-' (1-100).")
         if Agent.objects.filter(name=name).exists():

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -88,7 +90,7 @@ SOON = timedelta(minutes=3)
 class Command(BaseCommand):
     help = "Load the demo organisation: users, roles, the seed's policies and a demo agent."
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
             self._users()
             documents = load_yaml(
@@ -176,6 +178,6 @@ class Command(BaseCommand):
                         escalation.handle_due(request)
 
 
-def _move_deadline(pk, due_at) -> None:
+def _move_deadline(pk: uuid.UUID, due_at: datetime) -> None:
     """Demo seeding only: the engine picks the new deadline up on its next sweep."""
     ApprovalRequest.objects.filter(pk=pk, status=Status.PENDING).update(due_at=due_at)

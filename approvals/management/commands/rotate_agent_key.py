@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from approvals.agents import new_api_key
@@ -13,7 +15,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
 
-    def handle(self, *args, name: str, **options) -> None:
+    def handle(self, *args: Any, name: str, **options: Any) -> None:
         agent = Agent.objects.filter(name=name).first()
         if agent is None:
             raise CommandError(f"No agent named '{name}'.")

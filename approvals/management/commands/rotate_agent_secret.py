@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -20,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--grace-hours", type=float, default=None)
         parser.add_argument("--json", action="store_true")
 
-    def handle(self, *args, name: str, grace_hours: float | None, **options) -> None:
+    def handle(self, *args: Any, name: str, grace_hours: float | None, **options: Any) -> None:
         agent = Agent.objects.filter(name=name).first()
         if agent is None:
             raise CommandError(f"No agent named '{name}'.")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from approvals import audit
@@ -11,7 +13,7 @@ class Command(BaseCommand):
         "against its chain, no request missing. Exit 1 at the first problem."
     )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         summary = audit.Summary()
         breach = next(audit.verify(summary), None)
         if breach is not None:

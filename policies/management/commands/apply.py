@@ -3,6 +3,7 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -22,7 +23,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--author", help="Recorded on new policy versions (default: you).")
 
-    def handle(self, *args, files: list[str], dry_run: bool, author: str | None, **options):
+    def handle(
+        self, *args: Any, files: list[str], dry_run: bool, author: str | None, **options: Any
+    ) -> None:
         documents = []
         errors = []
         for name in files:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--agent", default="", help="Agent name, as conditions see it.")
 
-    def handle(self, *args, file: str, agent: str, **options) -> None:
+    def handle(self, *args: Any, file: str, agent: str, **options: Any) -> None:
         try:
             text = sys.stdin.read() if file == "-" else Path(file).read_text()
             body = json.loads(text)

@@ -18,7 +18,7 @@ class APIConnectionError(CountersignError):
 
 
 class APIError(CountersignError):
-    """The server answered with an error (CONTRACT section 9: ``{"code", "detail", "errors"?}``)."""
+    """The server answered with an error: ``{"code", "detail", "errors"?}`` (README, API)."""
 
     def __init__(
         self,
