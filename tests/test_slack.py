@@ -79,7 +79,7 @@ def test_a_slack_that_never_answers_is_cut_off(settings, monkeypatch):
 def test_an_escalation_lands_in_the_new_roles_channel(slack, clock, bot):
     from approvals import escalation
     from policies.models import Role
-    from tests.conftest import after
+    from tests.helpers import after
 
     with Receiver() as cfo_channel:
         Role.objects.filter(name="cfo").update(slack_webhook=cfo_channel.url)

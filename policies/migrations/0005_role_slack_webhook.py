@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('policies', '0003_calendars'),
+        ('policies', '0004_rule_on_timeout_choices'),
     ]
 
     operations = [
