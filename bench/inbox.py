@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 from _django import percentiles, setup
@@ -191,17 +192,20 @@ def measure(client, label: str, path: str, runs: int, verbose: bool, **headers) 
     if verbose:
         for query in captured:
             print(f"  {float(query['time']) * 1000:5.1f} ms  {query['sql'][:300]}")
-    samples = []
+    samples, cpu = [], []
     for _ in range(runs):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         client.get(path, **headers)
         samples.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
     stats = percentiles(samples)
     verdict = "ok" if stats["p50"] <= GOAL_MS else "OVER"
+    # The web process's own CPU time (Python: ORM, template) varies less with
+    # the machine's load than the wall clock, which includes PostgreSQL's time.
     print(
-        f"{label}: p50 {stats['p50']:.1f} ms, p99 {stats['p99']:.1f} ms, "
-        f"{len(captured)} queries (slowest {slowest * 1000:.0f} ms) "
-        f"[goal: {GOAL_MS} ms: {verdict}]"
+        f"{label}: p50 {stats['p50']:.1f} ms, p99 {stats['p99']:.1f} ms "
+        f"(CPU p50 {statistics.median(cpu):.1f} ms), {len(captured)} queries "
+        f"(slowest {slowest * 1000:.0f} ms) [goal: {GOAL_MS} ms: {verdict}]"
     )
 
 
