@@ -241,6 +241,14 @@ class ApprovalRequest(models.Model):
                 condition=Q(status="pending"),
                 name="request_pending_queue",
             ),
+            # The inbox's "Recent decisions": read newest first, each checked
+            # against the reviewer's roles, instead of joining every request
+            # those roles ever owned and sorting them all.
+            models.Index(
+                fields=["-decided_at"],
+                condition=~Q(status="pending"),
+                name="request_decided_recent",
+            ),
         ]
 
     def __str__(self) -> str:

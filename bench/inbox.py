@@ -230,6 +230,7 @@ def main() -> None:
         ("inbox polling fragment (htmx)", "/", {"HTTP_HX_REQUEST": "true"}),
         ("inbox page 3", "/?page=3", {}),
         ("inbox filtered by role and class", "/?role=second&class=internal", {}),
+        ("inbox, recent decisions (25,000 the reviewer's roles owned)", "/?tab=decided", {}),
         (f"request page, {EVENTS} audit events", f"/requests/{long_id}", {}),
         ("request page's polling fragment (htmx)", f"/requests/{long_id}?partial=panel",
          {"HTTP_HX_REQUEST": "true"}),
