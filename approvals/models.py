@@ -106,6 +106,39 @@ class ApprovalRequestQuerySet(models.QuerySet["ApprovalRequest"]):
         """The queue: pending requests one of these roles owns now."""
         return self.filter(status=Status.PENDING, owner_role__in=roles)
 
+    def queue_page(self, role_ids: list[int], offset: int, limit: int) -> ApprovalRequestQuerySet:
+        """``limit`` rows from ``offset`` of the queue of these roles (with this
+        queryset's filters), most urgent first.
+
+        Each role's queue is read in order from the partial index
+        ``request_pending_queue``, only as far as ``offset + limit`` rows, and
+        the few rows read are merged: so a page costs the same whether the
+        queue holds a hundred requests or a hundred thousand. With
+        ``owner_role IN (...)`` PostgreSQL reads and sorts the whole queue for
+        every page.
+        """
+        if not role_ids:
+            return self.none()
+        leaves: list[str] = []
+        params: list = []
+        order = ("due_at", "created_at", "id")
+        for role_id in role_ids:
+            leaf = self.filter(status=Status.PENDING, owner_role_id=role_id).order_by(*order)
+            sql, leaf_params = leaf.values(*order)[: offset + limit].query.sql_with_params()
+            leaves.append(f"SELECT * FROM ({sql}) r{len(leaves)}")
+            params.extend(leaf_params)
+        merged = (
+            f"SELECT q.id FROM ({' UNION ALL '.join(leaves)}) q "
+            "ORDER BY q.due_at, q.created_at, q.id LIMIT %s OFFSET %s"
+        )
+        ids = models.expressions.RawSQL(merged, (*params, limit, offset))
+        return self.filter(id__in=ids).order_by(*order)
+
+    def capped_count(self, cap: int) -> int:
+        """How many rows, counting no further than ``cap + 1``: the inbox says
+        "1,000+" rather than scan a deep queue to count it exactly."""
+        return self.order_by().values("pk")[: cap + 1].count()
+
     def escalated_away_from(self, roles: models.QuerySet[Role]) -> ApprovalRequestQuerySet:
         """Requests these roles owned at an earlier level but no longer own."""
         earlier = Ownership.objects.filter(
@@ -209,6 +242,21 @@ class ApprovalRequest(models.Model):
             ),
             models.Index(fields=["agent", "-created_at"], name="request_agent_recent"),
             models.Index(fields=["owner_role", "status"], name="request_owner_status"),
+            # The inbox's queue: each role's pending requests in the order shown
+            # (ApprovalRequestQuerySet.queue_page), and its capped counts.
+            models.Index(
+                fields=["owner_role", "due_at", "created_at", "id"],
+                condition=Q(status="pending"),
+                name="request_pending_queue",
+            ),
+            # The inbox's "Recent decisions": read newest first, each checked
+            # against the reviewer's roles, instead of joining every request
+            # those roles ever owned and sorting them all.
+            models.Index(
+                fields=["-decided_at"],
+                condition=~Q(status="pending"),
+                name="request_decided_recent",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,16 +8,20 @@ the same domain functions as the API (approvals.actions).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.db.models import Count, QuerySet
+from django.db.models import IntegerField, OuterRef, QuerySet, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
@@ -59,55 +63,168 @@ def inbox(request: HtmxHttpRequest) -> HttpResponse:
     tab = request.GET.get("tab", "queue")
     if tab not in TABS:
         tab = "queue"
-    roles = Role.objects.for_user(request.user)
-    role_names = list(roles.values_list("name", flat=True))
     filters = {
         "role": request.GET.get("role", ""),
         "class": request.GET.get("class", ""),
         "action": request.GET.get("action", "").strip(),
     }
-    rows = _tab_rows(tab, roles, filters)
-    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
-    counts = dict(
-        ApprovalRequest.objects.owned_by(roles)
-        .values_list("owner_role__name")
-        .annotate(n=Count("id"))
-        .values_list("owner_role__name", "n")
-    )
+    # One query for the roles, and for the full page their capped counts too;
+    # the polling fragment (htmx) swaps only the list, so it skips them.
+    roles = Role.objects.for_user(request.user).order_by("name")
+    if request.htmx:
+        mine = [(pk, name, 0) for pk, name in roles.values_list("pk", "name")]
+    else:
+        mine = list(
+            roles.annotate(pending=_capped_pending_count()).values_list("pk", "name", "pending")
+        )
+    page = _tab_page(tab, mine, filters, request.GET.get("page"))
+    pager = request.GET.copy()
+    pager.pop("page", None)
     context = {
         "tab": tab,
         "page": page,
         "filters": filters,
-        "role_names": role_names,
-        "counts": [(name, counts.get(name, 0)) for name in role_names],
-        "classes": list(ActionClass.objects.values_list("name", flat=True)),
+        "role_names": [name for _, name, _ in mine],
+        "counts": [(name, _capped(n)) for _, name, n in mine],
         "query": request.GET.urlencode(),
+        "pager_query": pager.urlencode(),
     }
-    template = "approvals/inbox.html#rows" if request.htmx else "approvals/inbox.html"
-    return render(request, template, context)
+    if request.htmx:
+        return render(request, "approvals/inbox.html#rows", context)
+    context["classes"] = list(ActionClass.objects.values_list("name", flat=True))
+    return render(request, "approvals/inbox.html", context)
 
 
-def _tab_rows(tab: str, roles: QuerySet[Role], filters: dict) -> QuerySet[Any]:
+# Counts stop here: "1,000+" is as useful to a reviewer as 10,000, and never
+# scans a deep queue (see ApprovalRequestQuerySet.capped_count).
+COUNT_CAP = 1000
+
+
+class _CappedCount(Subquery):
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) capped)"
+    output_field = IntegerField()
+
+
+def _capped_pending_count() -> _CappedCount:
+    """A role's pending requests, counted up to COUNT_CAP + 1 from the queue's index."""
+    pending = ApprovalRequest.objects.filter(status="pending", owner_role=OuterRef("pk"))
+    return _CappedCount(pending.order_by().values("pk")[: COUNT_CAP + 1])
+
+
+def _capped(n: int) -> str:
+    return f"{COUNT_CAP:,}+" if n > COUNT_CAP else str(n)
+
+
+@dataclass
+class InboxPage:
+    """One page of a tab: its rows, and a total counted only up to COUNT_CAP."""
+
+    rows: list
+    number: int
+    total: int  # capped at COUNT_CAP + 1
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number * PAGE_SIZE < self.total
+
+    @property
+    def has_other_pages(self) -> bool:
+        return self.has_previous or self.has_next
+
+    @property
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    @property
+    def num_pages(self) -> str:
+        """The number of pages, with "+" when the total is past the cap ("20+")."""
+        pages = max(1, -(-min(self.total, COUNT_CAP) // PAGE_SIZE))
+        return f"{pages}+" if self.total > COUNT_CAP else str(pages)
+
+
+def _tab_page(tab: str, mine: list[tuple[int, str, int]], filters: dict, number: Any) -> InboxPage:
+    try:
+        number = max(1, int(number))
+    except (TypeError, ValueError):
+        number = 1
     if tab == "tickets":
-        tickets = Ticket.objects.filter(role__in=roles).select_related("request", "role")
-        return tickets.order_by("status", "-opened_at")
-    if tab == "escalated":
-        rows = ApprovalRequest.objects.escalated_away_from(roles).order_by("-updated_at")
-    elif tab == "decided":
-        rows = (
-            ApprovalRequest.objects.visible_to(roles)
-            .exclude(status="pending")
-            .order_by("-decided_at")
-        )
-    else:
-        rows = ApprovalRequest.objects.owned_by(roles).order_by("due_at", "created_at")
-    if filters["role"]:
-        rows = rows.filter(owner_role__name=filters["role"])
+        tickets = Ticket.objects.filter(role_id__in=[pk for pk, _, _ in mine])
+        total = tickets.order_by().values("pk")[: COUNT_CAP + 1].count()
+        number = _last_page_at_most(number, total)
+        offset = (number - 1) * PAGE_SIZE
+        ordered = tickets.select_related("request", "role").order_by("status", "-opened_at")
+        ordered = ordered.defer(*(f"request__{name}" for name in ROW_UNUSED))
+        shown: list = list(ordered[offset : offset + PAGE_SIZE])
+        for ticket in shown:
+            ticket.link = reverse("request", kwargs={"pk": ticket.request_id})
+        return InboxPage(shown, number, total)
+    requests = ApprovalRequest.objects.select_related("owner_role", "claimed_by")
     if filters["class"]:
-        rows = rows.filter(action_class=filters["class"])
+        requests = requests.filter(action_class=filters["class"])
     if filters["action"]:
-        rows = rows.filter(action__startswith=filters["action"])
-    return rows.select_related("owner_role", "claimed_by")
+        requests = requests.filter(action__startswith=filters["action"])
+    if tab == "queue":
+        # The role filter picks which of the reviewer's queues to merge.
+        role_ids = [pk for pk, name, _ in mine if not filters["role"] or name == filters["role"]]
+        listed = requests.filter(status="pending", owner_role_id__in=role_ids)
+    else:
+        roles = Role.objects.filter(pk__in=[pk for pk, _, _ in mine])
+        if tab == "escalated":
+            listed = requests.escalated_away_from(roles).order_by("-updated_at")
+        else:
+            listed = requests.visible_to(roles).exclude(status="pending").order_by("-decided_at")
+        if filters["role"]:
+            listed = listed.filter(owner_role__name=filters["role"])
+    total = listed.capped_count(COUNT_CAP)
+    number = _last_page_at_most(number, total)
+    offset = (number - 1) * PAGE_SIZE
+    if tab == "queue":
+        rows = requests.queue_page(role_ids, offset, PAGE_SIZE)
+    else:
+        rows = listed[offset : offset + PAGE_SIZE]
+    return InboxPage(_for_display(rows.defer(*ROW_UNUSED)), number, total)
+
+
+# What a queue row never shows: the payload can be 256 KiB.
+ROW_UNUSED = ("payload", "decision_payload", "requester", "decision_reason")
+
+
+def _for_display(rows: QuerySet[Any]) -> list[Any]:
+    """The rows, each with its link and its deadline's forms, made here once
+    per page: four reverse() calls and three date filters per row were most
+    of the time it took to render fifty rows."""
+    blank = str(uuid.UUID(int=0))
+    link = reverse("request", kwargs={"pk": blank})
+    shown: list[Any] = list(rows)
+    for row in shown:
+        row.link = link.replace(blank, str(row.pk))
+        due = row.due_at.astimezone(UTC) if row.due_at else None
+        row.due_iso = due.isoformat() if due else ""
+        row.due_epoch = int(due.timestamp()) if due else ""
+        row.due_title = f"{due:%Y-%m-%d %H:%M:%S}" if due else ""
+    return shown
+
+
+def _last_page_at_most(number: int, total: int) -> int:
+    """A page past the end shows the last one (as Django's Paginator.get_page
+    does), as far as the capped total tells where the end is."""
+    if total > COUNT_CAP:
+        return number
+    return min(number, max(1, -(-total // PAGE_SIZE)))
 
 
 @login_required
@@ -130,9 +247,15 @@ def _render_request(
     # Approve button): the same rule decide applies, so no button fails.
     blocker = actions.decision_blocker(approval, request.user, outcome=actions.DENY, roles=my_roles)
     approve_blocker = blocker or actions.decision_blocker(approval, request.user, roles=my_roles)
+    ticket = SimpleLazyObject(  # the panel's polling fragment never reads it
+        lambda: Ticket.objects.filter(request=approval).prefetch_related("notes__author").first()
+    )
     context = {
         "approval": approval,
-        "events": approval.events.order_by("seq"),
+        "timeline": SimpleLazyObject(lambda: _timeline(approval, request.GET.get("before"))),
+        "late_decisions": approval.events.filter(kind=AuditEvent.Kind.LATE_DECISION).order_by(
+            "seq"
+        ),
         "Kind": AuditEvent.Kind,
         "deliveries": approval.deliveries.prefetch_related("attempt_log").order_by("created_at"),
         "chain": _chain(approval),
@@ -141,7 +264,7 @@ def _render_request(
         "approve_blocker": approve_blocker,
         "is_member": approval.owner_role.name in my_roles,
         "is_requester": approval.is_for(request.user),
-        "ticket": Ticket.objects.filter(request=approval).prefetch_related("notes__author").first(),
+        "ticket": ticket,
         "error": error,
         "payload_json": json.dumps(approval.payload, indent=2, ensure_ascii=False),
         **extra,
@@ -153,6 +276,41 @@ def _render_request(
         else "approvals/request.html"
     )
     return render(request, template, context, status=status)
+
+
+# The timeline shows this many events at a time, the newest first reached:
+# a request with a long history (claims, reminders, notes) pages through it.
+TIMELINE_PAGE = 50
+
+
+@dataclass
+class Timeline:
+    events: list
+    earlier: int  # how many events come before the first one shown
+    newer: str | None  # the query of the next newer page; None: these are the newest
+
+    def __iter__(self) -> Iterator[AuditEvent]:
+        return iter(self.events)
+
+
+def _timeline(approval: ApprovalRequest, before: str | None) -> Timeline:
+    """TIMELINE_PAGE events before ``before`` (a seq), or the newest ones,
+    read backwards from the (request, seq) index; seqs run 1, 2, 3… per
+    request (approvals.audit), so no count is needed to say how many remain."""
+    events = approval.events.order_by("-seq")
+    if before and before.isdigit():  # else the newest events
+        events = events.filter(seq__lt=int(before))
+    shown = list(events[:TIMELINE_PAGE])[::-1]
+    if not shown:
+        return Timeline([], 0, None)
+    newest = shown[-1].seq
+    if newest >= approval.audit_seq:
+        newer = None
+    elif newest + TIMELINE_PAGE >= approval.audit_seq:
+        newer = ""  # the default page: the newest events
+    else:
+        newer = f"before={newest + TIMELINE_PAGE + 1}"
+    return Timeline(shown, shown[0].seq - 1, newer)
 
 
 def _chain(approval: ApprovalRequest) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -168,6 +169,81 @@ class TestInbox:
         assert ApprovalRequest.objects.filter(status="pending").count() == 1000
         assert with_10 == with_1000
 
+    def test_the_polling_fragment_costs_no_more_queries_than_the_page(self, invoice):
+        original = ApprovalRequest.objects.get(pk=invoice["id"])
+        client = logged_in("maria")
+        client.get("/")
+
+        def queries(**headers) -> int:
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get("/", **headers).status_code == 200
+            return len(captured)
+
+        fragment_with_1 = queries(HTTP_HX_REQUEST="true")
+        ApprovalRequest.objects.bulk_create([_copy(original) for _ in range(120)])
+        fragment_with_121 = queries(HTTP_HX_REQUEST="true")
+        assert fragment_with_1 == fragment_with_121 < queries()
+
+    def test_the_pager_keeps_the_role_class_and_action_filters(self, invoice):
+        original = ApprovalRequest.objects.get(pk=invoice["id"])
+        copies = [_copy(original) for _ in range(119)]
+        for copy in copies[:60]:
+            copy.action, copy.summary = "payment.release", "Pay Acme"
+        ApprovalRequest.objects.bulk_create(copies)  # 60 invoices, 60 payments
+        client = logged_in("maria")
+
+        first = client.get("/?role=finance-manager&class=internal&action=invoice.").content.decode()
+        assert "page 1 of 2" in first
+        assert 'href="?role=finance-manager&amp;class=internal&amp;action=invoice.&amp;page=2"' in (
+            first
+        )
+        second = client.get("/?role=finance-manager&class=internal&action=invoice.&page=2")
+        body = second.content.decode()
+        assert "page 2 of 2" in body
+        assert body.count('class="row"') == 10 and "Pay Acme" not in body
+        assert 'href="?role=finance-manager&amp;class=internal&amp;action=invoice.&amp;page=1"' in (
+            body
+        )
+
+    def test_the_queue_merges_several_roles_most_urgent_first(self, invoice, users):
+        from guardian.shortcuts import assign_perm
+
+        from policies.models import Role
+
+        cfo = Role.objects.get(name="cfo")
+        assign_perm("policies.act_for_role", users["maria"], cfo)
+        original = ApprovalRequest.objects.get(pk=invoice["id"])
+        copies = [_copy(original) for _ in range(70)]
+        for n, copy in enumerate(copies):
+            copy.due_at = original.due_at + timedelta(minutes=(n * 37) % 70 - 35)
+            if n % 2:
+                copy.owner_role, copy.level = cfo, 2
+        ApprovalRequest.objects.bulk_create(copies)
+        expected = [
+            str(pk)
+            for pk in ApprovalRequest.objects.pending()
+            .order_by("due_at", "created_at", "id")
+            .values_list("pk", flat=True)
+        ]
+        client = logged_in("maria")
+        shown = []
+        for page in (1, 2):
+            body = client.get(f"/?page={page}").content.decode()
+            shown += re.findall(r'<li class="row" data-id="([0-9a-f-]+)"', body)
+        assert shown == expected and len(shown) == 71
+        counts = client.get("/").content.decode()
+        assert "cfo <strong>35</strong>" in counts
+        assert "finance-manager <strong>36</strong>" in counts
+
+    def test_counts_stop_at_a_thousand(self, invoice):
+        original = ApprovalRequest.objects.get(pk=invoice["id"])
+        ApprovalRequest.objects.bulk_create([_copy(original) for _ in range(1000)], batch_size=500)
+        page = logged_in("maria").get("/").content.decode()
+        assert "finance-manager <strong>1,000+</strong>" in page
+        assert "page 1 of 20+" in page
+        page_30 = logged_in("maria").get("/?page=21").content.decode()
+        assert page_30.count('class="row"') == 1  # the 1,001st request is still there
+
 
 def _copy(original: ApprovalRequest) -> ApprovalRequest:
     import uuid
@@ -176,6 +252,51 @@ def _copy(original: ApprovalRequest) -> ApprovalRequest:
     copy.pk = uuid.uuid4()
     copy.idempotency_key = None
     return copy
+
+
+class TestTimeline:
+    def test_a_long_history_shows_its_newest_events_and_pages_back(self, invoice, users):
+        from approvals import actions
+
+        for _ in range(60):  # 120 events after "created"
+            actions.claim(invoice["id"], reviewer=users["maria"])
+            actions.unclaim(invoice["id"], reviewer=users["maria"])
+        client = logged_in("maria")
+        page = client.get(f"/requests/{invoice['id']}").content.decode()
+        timeline = page[page.index('id="timeline"') :]
+        assert timeline.count("<li><time") == 50
+        assert '<ol class="timeline" start="72">' in timeline
+        assert '<a href="?before=72#timeline">71 earlier events</a>' in timeline
+        assert "Newer events" not in timeline
+
+        earlier = client.get(f"/requests/{invoice['id']}?before=72").content.decode()
+        timeline = earlier[earlier.index('id="timeline"') :]
+        assert timeline.count("<li><time") == 50
+        assert '<a href="?before=22#timeline">21 earlier events</a>' in timeline
+        assert '<a href="?#timeline">Newer events</a>' in timeline
+
+        first = client.get(f"/requests/{invoice['id']}?before=22").content.decode()
+        timeline = first[first.index('id="timeline"') :]
+        assert timeline.count("<li><time") == 21 and "earlier event" not in timeline
+        assert "<strong>created</strong>" in timeline
+        assert '<a href="?before=72#timeline">Newer events</a>' in timeline
+
+    def test_the_query_count_does_not_grow_with_the_history(self, invoice, users):
+        from approvals import actions
+
+        client = logged_in("maria")
+        client.get(f"/requests/{invoice['id']}")
+
+        def queries() -> int:
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(f"/requests/{invoice['id']}").status_code == 200
+            return len(captured)
+
+        with_1 = queries()
+        for _ in range(40):
+            actions.claim(invoice["id"], reviewer=users["maria"])
+            actions.unclaim(invoice["id"], reviewer=users["maria"])
+        assert queries() == with_1
 
 
 class TestTickets:
