@@ -26,7 +26,7 @@ decided = reviewer.post(f"/api/v1/requests/{{request_id}}/decision",
     {{"outcome": "approve"}}, content_type="application/json")
 from django.db import DatabaseError
 from approvals.models import AuditEvent
-for change in (lambda: AuditEvent.objects.update(kind="x"), AuditEvent.objects.all().delete):
+for change in (lambda: AuditEvent.objects.update(summary="x"), AuditEvent.objects.all().delete):
     try:
         change()
         raise SystemExit("the audit trail was changed on SQLite")
