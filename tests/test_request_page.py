@@ -221,7 +221,7 @@ class TestInbox:
         ApprovalRequest.objects.bulk_create(copies)
         expected = [
             str(pk)
-            for pk in ApprovalRequest.objects.pending()
+            for pk in ApprovalRequest.objects.filter(status="pending")
             .order_by("due_at", "created_at", "id")
             .values_list("pk", flat=True)
         ]
