@@ -39,6 +39,7 @@ import random
 import signal
 import sys
 import tempfile
+import uuid
 import threading
 import time
 from collections import Counter
@@ -181,10 +182,16 @@ class Api:
         import urllib3
 
         self.base, self.calls = base, calls
-        self.http = urllib3.PoolManager(maxsize=64, retries=False, timeout=30.0)
+        # A keep-alive connection the server closed as we reused it is retried,
+        # as any HTTP client does: creates carry an Idempotency-Key and
+        # decisions are idempotent, so a retry never makes a second change.
+        retry = urllib3.Retry(total=2, connect=2, read=1, status=0, allowed_methods=None)
+        self.http = urllib3.PoolManager(maxsize=64, retries=retry, timeout=30.0)
 
     def call(self, kind: str, method: str, path: str, token: str, body=None) -> tuple[int, dict]:
         headers = {"Authorization": token, "Content-Type": "application/json"}
+        if method == "POST" and path == "/api/v1/requests":
+            headers["Idempotency-Key"] = uuid.uuid4().hex
         started = time.perf_counter()
         try:
             response = self.http.request(
