@@ -39,9 +39,9 @@ import random
 import signal
 import sys
 import tempfile
-import uuid
 import threading
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
