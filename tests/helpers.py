@@ -104,3 +104,19 @@ def use_broker(app: Any, url: str) -> None:
     app.conf["CELERY_BROKER_URL"] = url
     app._pool = None  # the connection and producer pools were made for the old URL
     app.amqp._producer_pool = None
+
+
+# Deadlines short enough for real-process tests: 2 s, then 2 s, then expired with a ticket.
+FAST_CHAIN = """
+kind: Policy
+name: fast
+priority: 1
+rules:
+  - name: two-plus-two
+    actions: ["fast.*"]
+    class: internal
+    levels:
+      - {role: finance-manager, deadline: 2s}
+      - {role: cfo, deadline: 2s}
+    ticket: true
+"""

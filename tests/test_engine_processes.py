@@ -14,24 +14,10 @@ from django.utils import timezone
 from approvals import escalation
 from approvals.models import ApprovalRequest, AuditEvent
 from policies.config import apply_documents, load_yaml
-from tests.helpers import INVOICE, decide
+from tests.helpers import FAST_CHAIN, INVOICE, decide
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-FAST_CHAIN = """
-kind: Policy
-name: fast
-priority: 1
-rules:
-  - name: two-plus-two
-    actions: ["fast.*"]
-    class: internal
-    levels:
-      - {role: finance-manager, deadline: 2s}
-      - {role: cfo, deadline: 2s}
-    ticket: true
-"""
 
 
 @pytest.fixture

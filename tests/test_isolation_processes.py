@@ -14,25 +14,13 @@ import pytest
 from approvals.agents import create_agent
 from approvals.models import ApprovalRequest, AuditEvent, Delivery, DeliveryAttempt
 from policies.config import apply_documents, load_yaml
-from tests.helpers import INVOICE, agent_client, decide
+from tests.helpers import FAST_CHAIN, INVOICE, agent_client, decide
 from tests.hostile import HostileReceiver
 from tests.processes import wait_for
 from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-FAST_CHAIN = """
-kind: Policy
-name: fast
-priority: 1
-rules:
-  - name: two-plus-two
-    actions: ["fast.*"]
-    class: internal
-    levels:
-      - {role: finance-manager, deadline: 2s}
-      - {role: cfo, deadline: 2s}
-"""
 HOSTILE_DELIVERIES = 6
 
 
