@@ -185,7 +185,11 @@ class Api:
         # A keep-alive connection the server closed as we reused it is retried,
         # as any HTTP client does: creates carry an Idempotency-Key and
         # decisions are idempotent, so a retry never makes a second change.
-        retry = urllib3.Retry(total=2, connect=2, read=1, status=0, allowed_methods=None)
+        # A 429 is counted as such, never retried (it would hide as a client error).
+        retry = urllib3.Retry(
+            total=2, connect=2, read=1, status=0, allowed_methods=None,
+            respect_retry_after_header=False,
+        )  # fmt: skip
         self.http = urllib3.PoolManager(maxsize=64, retries=retry, timeout=30.0)
 
     def call(self, kind: str, method: str, path: str, token: str, body=None) -> tuple[int, dict]:
@@ -286,6 +290,9 @@ class Soak:
             APPROVALS_ALLOW_PRIVATE_CALLBACKS="true", APPROVALS_CALLBACK_SCHEDULE=SCHEDULE,
             EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", DEBUG="false",
             DJANGO_SETTINGS_MODULE="approvals_site.settings",
+            # Two reviewers stand in for a whole review team here: the per-reviewer
+            # rate (300/min by default) would answer their decisions with 429.
+            APPROVALS_REVIEWER_RATE_LIMIT="100000/min",
         )  # fmt: skip
         self.processes = Processes(self.logs, env)
         port = free_port()
@@ -453,7 +460,9 @@ class Soak:
         probe_round("idle", probes[: plan.probes])
         waits = WaitCrowd("127.0.0.1", self.web_port, key, waited)
         waits.start()
-        held = waits.wait_until_held(timeout=60)
+        asked_at = time.monotonic()
+        held = self._waits_held_by_server(plan.waits, timeout=120)
+        held_after = time.monotonic() - asked_at
         probe_round("held", probes[plan.probes :])
         # Then answer them all: each wait should wake within 100 ms of its commit.
         decided_at: dict[str, float] = {}
@@ -476,10 +485,29 @@ class Soak:
         ]
         return {
             "held": held,
+            "all_held_after_s": round(held_after, 1),
             "answered": len(waits.answered),
+            "asked": waits.asked,
             "failed": waits.failed,
             "wake_ms": percentiles(wake) if wake else None,
         }
+
+    def _waits_held_by_server(self, count: int, timeout: float) -> int:
+        """Until the server holds ``count`` waits (its wait slots in Redis: each
+        is taken once Django has answered "pending" and the wait begins)."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis.url)
+        key = f"countersign:waits:{self.waiter_credentials.agent.pk}"
+        deadline = time.monotonic() + timeout
+        held = 0
+        while time.monotonic() < deadline:
+            held = client.zcount(key, time.time(), "+inf")
+            if held >= count:
+                break
+            time.sleep(0.1)
+        client.close()
+        return held
 
     # the outcome
 
@@ -536,6 +564,9 @@ class Soak:
             "races": dict(self.races),
             "server_errors": len(calls.server_errors()),
             "server_error_samples": calls.server_errors()[:10],
+            "answers_not_2xx": dict(
+                Counter(f"{kind} {status}" for kind, status, _ in calls.rows if status >= 300)
+            ),
             "lateness_all_s": percentiles(lateness_all) if lateness_all else None,
             "lateness_outside_faults_s": percentiles(lateness_calm) if lateness_calm else None,
             "pending_past_deadline": overdue,
@@ -585,6 +616,8 @@ class WaitCrowd(threading.Thread):
         self.connected = 0
         self.answered: dict[str, float] = {}
         self.failed: Counter[str] = Counter()
+        self.stage: dict[str, str] = {}
+        self.asked = 0  # waits sent, the first ones and those asked again
 
     def run(self) -> None:
         asyncio.run(self._all())
@@ -601,7 +634,7 @@ class WaitCrowd(threading.Thread):
             try:
                 status, body = await self._wait_once(request_id, first)
             except (OSError, TimeoutError, IndexError) as exc:
-                self.failed[type(exc).__name__] += 1
+                self.failed[f"{type(exc).__name__} {self.stage.get(request_id, '')}".strip()] += 1
                 return
             first = False
             if status != "200":
@@ -615,6 +648,7 @@ class WaitCrowd(threading.Thread):
         self.failed["still pending"] += 1
 
     async def _wait_once(self, request_id: str, first: bool) -> tuple[str, bytes]:
+        self.stage[request_id] = "connecting"
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port), timeout=30
         )
@@ -624,20 +658,16 @@ class WaitCrowd(threading.Thread):
                 f"Authorization: {self.token}\r\nConnection: close\r\n\r\n".encode()
             )
             await writer.drain()
+            self.asked += 1
             if first:
                 self.connected += 1
+            self.stage[request_id] = "waiting for the answer"
             status_line = await asyncio.wait_for(reader.readline(), timeout=90)
             status = status_line.split()[1].decode() if status_line else "none"
+            self.stage[request_id] = "reading the body"
             return status, await asyncio.wait_for(reader.read(), timeout=30)
         finally:
             writer.close()
-
-    def wait_until_held(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.connected < len(self.ids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)  # the server has read the last ones and started waiting
-        return self.connected
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -725,6 +755,7 @@ def _print(figures: dict) -> None:
     print(f"decisions and cancels racing deadlines: {figures['races']}")
     print(f"faults: {figures['faults']}")
     print(f"5xx answers: {figures['server_errors']} {figures['server_error_samples']}")
+    print(f"other answers than 2xx (by call): {figures['answers_not_2xx']}")
     print(f"timeout lateness, all: {s(figures['lateness_all_s'])}")
     print(f"timeout lateness, outside fault windows: {s(figures['lateness_outside_faults_s'])} "
           f"(goal: max < {GOAL_LATENESS_S:.0f} s)")  # fmt: skip
