@@ -51,7 +51,7 @@ def notify_requester(request: ApprovalRequest) -> Notification | None:
         user=user,
         level=request.level,
     )
-    transaction.on_commit(lambda: _enqueue("approvals.tasks.send_notification", notification.pk))
+    transaction.on_commit(lambda: _enqueue(lanes.SEND_NOTIFICATION, notification.pk))
     return notification
 
 

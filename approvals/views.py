@@ -29,7 +29,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from approvals import actions
-from approvals.api.parsers import json_problem
+from approvals.api.parsers import json_problem, loads_strict
 from approvals.errors import ApprovalError, Conflict, Invalid, NotVisible
 from approvals.models import ApprovalRequest, AuditEvent, Ticket
 from policies.models import ActionClass, AnyUser, Role
@@ -415,22 +415,10 @@ def _safe_next(request: HtmxHttpRequest) -> str:
 
 
 def strict_json(text: str) -> Any:
-    """Parse JSON as strictly as the API does (approvals.api.parsers): what
-    PostgreSQL would refuse, or what is nested too deep, is a ValueError."""
+    """An edited payload, parsed by the API's strict parser, within its size limit."""
     if len(text.encode()) > settings.APPROVALS_MAX_BODY_BYTES:
         raise ValueError(f"it is larger than {settings.APPROVALS_MAX_BODY_BYTES // 1024} KiB")
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError("it is nested too deeply") from None
-    problem = json_problem(value, settings.APPROVALS_MAX_JSON_DEPTH)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed in JSON")
+    return loads_strict(text)
 
 
 @login_required

@@ -39,15 +39,29 @@ class StrictJSONParser(JSONParser):
         except UnicodeDecodeError:
             raise ParseError("The body is not UTF-8.") from None
         try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except RecursionError:
-            raise ParseError("The JSON is nested too deeply.") from None
+            return loads_strict(text)
+        except UnstorableJSON as exc:
+            raise ParseError(str(exc)) from None
         except ValueError as exc:
             raise ParseError(f"The body is not valid JSON: {exc}") from None
-        problem = json_problem(data, settings.APPROVALS_MAX_JSON_DEPTH)
-        if problem:
-            raise ParseError(problem)
-        return data
+
+
+class UnstorableJSON(ValueError):
+    """Valid JSON that cannot be stored: too deep, NUL, a lone surrogate, NaN."""
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON as the database will store it: the one strict parser, for the
+    API's bodies and the browser's edited payloads. Raises ValueError for what
+    is not JSON, and its subclass UnstorableJSON for what cannot be stored."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise UnstorableJSON("The JSON is nested too deeply.") from None
+    problem = json_problem(value, settings.APPROVALS_MAX_JSON_DEPTH)
+    if problem:
+        raise UnstorableJSON(problem)
+    return value
 
 
 def _reject_constant(name: str) -> None:
