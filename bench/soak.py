@@ -160,6 +160,56 @@ class SlowLoris:
 
 
 @dataclass
+class CpuMeter(threading.Thread):
+    """CPU seconds each part of the run used (Linux: /proc), sampled once a
+    second so that a killed and restarted worker's time is kept: the figure
+    that says what saturates first on this machine."""
+
+    def __init__(self, roots):
+        super().__init__(daemon=True)
+        self.roots = roots  # () -> {part: root pid}, read at each sample
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(1.0):
+            self.sample()
+
+    def sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        procs: dict[int, tuple[int, float, bool]] = {}  # pid: (parent, seconds, postgres)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            except (OSError, ValueError):
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / tick
+            procs[int(entry.name)] = (int(fields[1]), seconds, name == "postgres")
+        owners = {pid: part for part, pid in self.roots().items()}
+        for pid, (_, seconds, postgres) in procs.items():
+            part, ancestor = ("postgres" if postgres else None), pid
+            while part is None and ancestor in procs:
+                part = owners.get(ancestor)
+                ancestor = procs[ancestor][0]
+            if part is None:
+                continue
+            self.first.setdefault(pid, seconds)
+            self.last[pid] = (part, seconds)
+
+    def seconds(self) -> dict[str, float]:
+        self.stopping.set()
+        self.sample()
+        used: Counter[str] = Counter()
+        for pid, (part, seconds) in self.last.items():
+            used[part] += seconds - self.first[pid]
+        return {part: round(value, 1) for part, value in sorted(used.items())}
+
+
 class Calls:
     """Every HTTP call the soak made: (kind, status, seconds)."""
 
@@ -223,6 +273,7 @@ class Soak:
         self.faults: list[tuple[float, float, str]] = []  # wall-clock windows
         self.created: dict[str, str] = {}  # request id -> agent name
         self.races: Counter[str] = Counter()
+        self.cpu_seconds: dict[str, float] = {}  # by part of the run, over the timeline
 
     # set-up
 
@@ -311,6 +362,13 @@ class Soak:
         for name in self.workers:
             wait_for(lambda n=name: "ready" in self.processes.log(n), timeout=60, what=name)
         self.api = Api(f"http://127.0.0.1:{port}", self.calls)
+
+    def process_roots(self) -> dict[str, int]:
+        roots = {name: process.pid for name, process in self.processes.running.items()}
+        if self.redis.process is not None:
+            roots["redis"] = self.redis.process.pid
+        roots["soak client"] = os.getpid()
+        return roots
 
     def _worker(self, name: str) -> None:
         self.processes.start(
@@ -590,6 +648,7 @@ class Soak:
                 if calls.latencies(kind)
             },
             "verify_audit": audit,
+            "cpu_seconds_timeline": self.cpu_seconds,
         }
         calm = figures["lateness_outside_faults_s"]
         figures["goals_met"] = bool(
@@ -774,6 +833,10 @@ def _print(figures: dict) -> None:
           f"decide {ms(lat.get('held decide'))}")  # fmt: skip
     print(f"waits answered {waits['answered']}, failed {dict(waits['failed'])}, "
           f"wake-up after the decision's answer: {ms(waits['wake_ms'])}")  # fmt: skip
+    cpu = figures["cpu_seconds_timeline"]
+    if cpu:
+        per = 1000 * sum(cpu.values()) / max(figures["requests"], 1)
+        print(f"CPU seconds over the timeline: {cpu} ({per:.0f} ms a request in all)")
     print(f"verify_audit: {figures['verify_audit']['output']}")
     print("goals met" if figures["goals_met"] else "GOALS MISSED")
 
@@ -790,8 +853,12 @@ def main() -> int:
     soak.organisation()
     soak.start()
     try:
+        meter = CpuMeter(soak.process_roots)
+        meter.sample()
+        meter.start()
         soak.run_timeline()
         soak.settle(timeout=90)
+        soak.cpu_seconds = meter.seconds()
         waits = soak.measure_waits()
         soak.settle(timeout=30)
         figures = soak.report(waits)
