@@ -63,13 +63,18 @@ SCHEDULE = "0,1,2,4,8,16"
 @dataclass(frozen=True)
 class Plan:
     requests: int = 1500
-    seconds: float = 60.0  # over which the requests are created
+    # Over which the requests are created: 10 a second. Everything (web, two
+    # workers, beat, PostgreSQL, Redis and this client) shares two cores here,
+    # and one request with its decisions, deadlines, notifications and
+    # callbacks costs about 60-100 ms of CPU in all (printed at the end): at
+    # 25 a second the machine itself is the bottleneck, not any one party.
+    seconds: float = 150.0
     waits: int = 1000
     probes: int = 200  # creates and decisions timed with and without the waits
-    kill_worker_at: float = 15.0
-    broker_down_at: float = 28.0
+    kill_worker_at: float = 30.0
+    broker_down_at: float = 70.0
     broker_down_for: float = 6.0
-    receiver_503: tuple[float, float] = (38.0, 48.0)
+    receiver_503: tuple[float, float] = (100.0, 115.0)
 
 
 QUICK = Plan(
@@ -159,7 +164,6 @@ class SlowLoris:
 # --- the clients ---------------------------------------------------------------------
 
 
-@dataclass
 class CpuMeter(threading.Thread):
     """CPU seconds each part of the run used (Linux: /proc), sampled once a
     second so that a killed and restarted worker's time is kept: the figure
@@ -210,6 +214,7 @@ class CpuMeter(threading.Thread):
         return {part: round(value, 1) for part, value in sorted(used.items())}
 
 
+@dataclass
 class Calls:
     """Every HTTP call the soak made: (kind, status, seconds)."""
 
