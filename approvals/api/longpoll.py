@@ -228,6 +228,10 @@ class LongPoll:
         query: list[tuple[str, str]],
     ) -> None:
         loop = asyncio.get_running_loop()
+        # ``wait=N`` counts from the moment the call arrived: when a crowd of
+        # waits queues for Django's first look, the agent still hears back
+        # within N seconds (plus the final look), not N after its turn came.
+        arrived = loop.time()
         woken = asyncio.Event()
         notified = False
         gone = False
@@ -260,7 +264,7 @@ class LongPoll:
                 return await _send_all(answer, send)
             slot = first.get("countersign.held")
             try:
-                deadline = loop.time() + first["countersign.seconds"]
+                deadline = arrived + first["countersign.seconds"]
                 while not gone and not notified:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
