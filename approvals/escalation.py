@@ -2,9 +2,10 @@
 after the last one, and reminders.
 
 The database is the source of truth: the sweep finds due requests through a
-partial index and hands each to a small step that claims it by a conditional
-UPDATE on (id, status, level, due_at). Two workers, two beats started by
-mistake, a task delivered twice or a reviewer deciding in the same
+partial index and hands each to a small step that changes it by the one idiom
+of approvals.transitions: a conditional UPDATE on (id, status, level, due_at,
+audit_seq) that also writes the new audit head. Two workers, two beats started
+by mistake, a task delivered twice or a reviewer deciding in the same
 millisecond: exactly one of them changes the row, the others update nothing.
 """
 
@@ -17,22 +18,25 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import audit, outbox
+from approvals import outbox
 from approvals.models import (
     ApprovalRequest,
     AuditEvent,
     Notification,
     Ownership,
+    RequestId,
     Status,
     Ticket,
 )
-from approvals.transitions import finish, queue_terminal_callback
+from approvals.transitions import append, finish, queue_terminal_callback, transition
+from policies.durations import iso_instant
 from policies.models import Role
 from policies.spec import OnTimeout
 
 logger = logging.getLogger(__name__)
 
 SYSTEM = {"system": "timeout"}
+ESCALATION_ACTOR = {"system": "escalation"}
 RETRY_BAD_ROW_AFTER = timedelta(seconds=30)
 
 
@@ -85,7 +89,7 @@ def sweep(*, batch: int = 500, chunk: int = 50, now: datetime | None = None) -> 
     return SweepResult(**counts)
 
 
-def fire(request_id, *, level: int, due_at: datetime) -> str | None:
+def fire(request_id: RequestId, *, level: int, due_at: datetime) -> str | None:
     """A precise timer went off for one deadline: handle it now if it is
     still the request's deadline (the sweep may have been first)."""
     request = (
@@ -99,17 +103,19 @@ def fire(request_id, *, level: int, due_at: datetime) -> str | None:
     return _handle_safely(request, {})
 
 
-def due_soon(within: timedelta) -> list[tuple]:
+def due_soon(within: timedelta) -> list[tuple[RequestId, int, datetime]]:
     """(id, level, due_at) of the pending requests due in the next ``within``,
     for which to set precise timers."""
     now = timezone.now()
-    return list(
+    soon = (
         ApprovalRequest.objects.filter(
             status=Status.PENDING, due_at__gt=now, due_at__lte=now + within
         )
         .order_by("due_at")
         .values_list("id", "level", "due_at")[:5000]
     )
+    # due_at is never None here (the filter); this tells the type checker.
+    return [(pk, level, due_at) for pk, level, due_at in soon if due_at is not None]
 
 
 def _handle_safely(request: ApprovalRequest, roles: dict[str, Role]) -> str | None:
@@ -138,58 +144,38 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
     The previous role keeps read access (its Ownership row) but loses the
     right to decide; any claim ends; the new role is notified.
 
-    One conditional UPDATE moves the request and writes the head of its audit
-    chain; it also expects the chain head we read, so a claim that slipped in
-    since simply makes this attempt update nothing (the next sweep retries).
+    One ``transition`` on (status, level, due_at, audit_seq): a decision or a
+    claim that slipped in since we read the row makes it update nothing (the
+    next sweep, or the caller's re-read, judges the new state).
     """
     now = timezone.now()
     was_due, from_role, was_level = request.deadline, request.owner_role, request.level
     step = request.levels[was_level]
     to_role = (roles or {}).get(step["role"]) or Role.objects.get(name=step["role"])
     due_at = request.add_time(now, step["deadline"])  # open hours only, under a calendar
-    expected = {
-        "pk": request.pk, "status": Status.PENDING, "level": was_level,
-        "due_at": was_due, "audit_seq": request.audit_seq,
-    }  # fmt: skip
-    request.level, request.owner_role, request.due_at = was_level + 1, to_role, due_at
-    request.level_started_at, request.updated_at = now, now
-    request.remind_at = request.reminder_before(now, step["deadline"])
-    request.claimed_by, request.claimed_at = None, None
-    event = audit.prepare(
-        request,
-        AuditEvent.Kind.ESCALATED,
-        actor={"system": "escalation"},
-        at=now,
-        data={
-            "from_role": from_role.name,
-            "to_role": to_role.name,
-            "from_level": was_level,
-            "to_level": was_level + 1,
-            "was_due_at": _iso(was_due),
-            "late_seconds": round((now - was_due).total_seconds(), 3),
-            "due_at": _iso(due_at),
-        },
-    )
     # No savepoint of its own: inside the sweep, the row's savepoint already
     # isolates it; called alone, this still opens a transaction.
     with transaction.atomic(savepoint=False):
-        updated = ApprovalRequest.objects.filter(**expected).update(
-            level=request.level,
-            owner_role=to_role,
-            level_started_at=now,
-            due_at=due_at,
-            remind_at=request.remind_at,
-            claimed_by=None,
-            claimed_at=None,
-            updated_at=now,
-            audit_seq=event.seq,
-            audit_head=event.hash,
-        )
-        if updated != 1:
+        if not transition(
+            request,
+            expect={"status": Status.PENDING, "level": was_level, "due_at": was_due},
+            changes={
+                "level": was_level + 1,
+                "owner_role": to_role,
+                "level_started_at": now,
+                "due_at": due_at,
+                "remind_at": request.reminder_before(now, step["deadline"]),
+                "claimed_by": None,
+                "claimed_at": None,
+                "updated_at": now,
+            },
+            kind=AuditEvent.Kind.ESCALATED,
+            actor=ESCALATION_ACTOR,
+            at=now,
+            data=_escalated_data(from_role, to_role, was_level, was_due, due_at, now),
+        ):
             return False
-        request.audit_seq, request.audit_head = event.seq, event.hash
         Ownership.objects.create(request=request, role=to_role, level=request.level)
-        event.save(force_insert=True)
         outbox.notify(request, Notification.Kind.ESCALATED)
         outbox.set_timer(request)
         if request.agent.subscribe_escalations:
@@ -199,6 +185,21 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
         request.pk, from_role.name, to_role.name, (now - was_due).total_seconds(),
     )  # fmt: skip
     return True
+
+
+def _escalated_data(
+    from_role: Role, to_role: Role, was_level: int, was_due: datetime, due_at: datetime,
+    now: datetime,
+) -> dict:  # fmt: skip
+    return {
+        "from_role": from_role.name,
+        "to_role": to_role.name,
+        "from_level": was_level,
+        "to_level": was_level + 1,
+        "was_due_at": iso_instant(was_due),
+        "late_seconds": round((now - was_due).total_seconds(), 3),
+        "due_at": iso_instant(due_at),
+    }
 
 
 def time_out(request: ApprovalRequest) -> bool:
@@ -217,14 +218,14 @@ def time_out(request: ApprovalRequest) -> bool:
             actor=SYSTEM,
             payload=request.payload if status == Status.APPROVED else None,
             extra={"late_seconds": round((now - request.deadline).total_seconds(), 3)},
-            due_at=request.deadline,
+            expect={"due_at": request.deadline},
             callback=False,  # below, once the ticket exists: the agent is told it is open
         )
         if not done:
             return False
         if request.ticket_on_timeout:
             ticket = Ticket.objects.create(request=request, role=request.owner_role)
-            audit.record(
+            append(
                 request,
                 AuditEvent.Kind.TICKET_OPENED,
                 actor=SYSTEM,
@@ -236,32 +237,34 @@ def time_out(request: ApprovalRequest) -> bool:
     return True
 
 
-def remind(request_id, *, remind_at: datetime) -> int:
-    """Remind the owning role once, ``remind`` before the level's deadline."""
-    with transaction.atomic():
-        updated = ApprovalRequest.objects.filter(
-            pk=request_id, status=Status.PENDING, remind_at=remind_at
-        ).update(remind_at=None)
-        if updated != 1:
-            return 0
-        request = ApprovalRequest.objects.select_related("owner_role").get(pk=request_id)
-        audit.record(
-            request,
-            AuditEvent.Kind.REMINDED,
-            actor={"system": "reminder"},
-            data={"due_at": _iso(request.due_at)},
+def remind(request_id: RequestId, *, remind_at: datetime) -> int:
+    """Remind the owning role once, ``remind`` before the level's deadline:
+    a ``transition`` on (pending, remind_at), retried on the new state while
+    the reminder is still due (a claim may have moved the chain head)."""
+    while True:
+        request = (
+            ApprovalRequest.objects.select_related("owner_role", "policy_version__policy")
+            .filter(pk=request_id, status=Status.PENDING, remind_at=remind_at)
+            .first()
         )
-        outbox.notify(request, Notification.Kind.REMINDER)
-    return 1
+        if request is None:
+            return 0
+        with transaction.atomic():
+            if transition(
+                request,
+                expect={"status": Status.PENDING, "remind_at": remind_at},
+                changes={"remind_at": None},
+                kind=AuditEvent.Kind.REMINDED,
+                actor={"system": "reminder"},
+                data={"due_at": iso_instant(request.due_at)},
+            ):
+                outbox.notify(request, Notification.Kind.REMINDER)
+                return 1
 
 
-def _push_back(request_id, level: int, due_at: datetime) -> None:
+def _push_back(request_id: RequestId, level: int, due_at: datetime) -> None:
     # From now, not from the old deadline: the row must leave this sweep's
     # view, or a backlog of failing rows would be fetched again and again.
     ApprovalRequest.objects.filter(
         pk=request_id, status=Status.PENDING, level=level, due_at=due_at
     ).update(due_at=timezone.now() + RETRY_BAD_ROW_AFTER)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
