@@ -71,14 +71,13 @@ def sweep(*, batch: int = 1000, chunk: int = 500, now: datetime | None = None) -
     counts = {"escalated": 0, "finished": 0, "reminded": 0, "failed": 0}
     roles = {role.name: role for role in Role.objects.all()}
     bulk = connection.vendor == "postgresql"
-    size = min(25, chunk)  # the first chunk's; it doubles up to ``chunk``
+    sizes = _ramp(25, chunk)  # once per sweep: a batch's short tail does not restart it
     while True:
         due = _with_related(
             list(ApprovalRequest.objects.due(now or timezone.now()).order_by("due_at")[:batch]),
             roles,
         )
-        for rows in _chunks(due, size, chunk):
-            size = min(len(rows) * 2, chunk)
+        for rows in _chunks(due, sizes):
             with transaction.atomic():
                 if bulk:  # partitioned first: escalating changes a row's level
                     ending = [row for row in rows if row.is_last_level]
@@ -119,16 +118,22 @@ def _with_related(rows: list[ApprovalRequest], roles: dict[str, Role]) -> list[A
     return rows
 
 
-def _chunks(
-    rows: list[ApprovalRequest], size: int, largest: int
-) -> Iterator[list[ApprovalRequest]]:
-    """Slices of ``rows`` that start at ``size`` and double up to ``largest``:
-    the most overdue rows commit within milliseconds, and the bulk of a
-    backlog still goes in large transactions."""
+def _ramp(first: int, largest: int) -> Iterator[int]:
+    """Chunk sizes that start at ``first`` and double up to ``largest``: the
+    most overdue rows commit within milliseconds, and the bulk of a backlog
+    still goes in large transactions."""
+    size = min(first, largest)
+    while True:
+        yield size
+        size = min(size * 2, largest)
+
+
+def _chunks(rows: list[ApprovalRequest], sizes: Iterator[int]) -> Iterator[list[ApprovalRequest]]:
     start = 0
     while start < len(rows):
+        size = next(sizes)
         yield rows[start : start + size]
-        start, size = start + size, min(size * 2, largest)
+        start += size
 
 
 def _escalate_chunk(

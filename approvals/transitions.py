@@ -8,8 +8,9 @@ names is inserted next, in the same transaction. Every audited change moves
 the head, so the guard on it alone already refuses a row that changed in any
 way since it was read; ``expect`` states what the caller's judgment rested on.
 When the UPDATE finds the state gone it writes nothing and returns False: the
-caller re-reads and judges again. No row lock is taken before it, so a caller
-never waits on another except for the instant of the UPDATE itself.
+caller re-reads and judges again. No row lock is taken before it: a caller
+waits on another only when their UPDATEs meet on the same row, until the first
+one's transaction ends (then PostgreSQL re-checks the WHERE on the new row).
 
 ``append`` is the same statement for an event that changes no state (a late
 decision, an approval below quorum, a ticket's story): guarded on the head
