@@ -1,19 +1,25 @@
 """State changes of approval requests: one function per change.
 
-Every function here runs its change, the audit event and any outbox row in one
-transaction, holding the request's row lock, so that concurrent callers (two
-reviewers clicking at once, a decision racing an escalation) serialize and
-exactly one of them changes the state; the others see what it left.
+Every function here reads the request, judges it, and makes its change with
+``approvals.transitions.transition``: one conditional UPDATE on the state it
+judged and on the audit head it read, with the audit event and any outbox row
+in the same transaction. When two callers race (two reviewers clicking at
+once, a decision racing an escalation) exactly one UPDATE wins; the loser's
+transaction rolls back and it judges again against what the winner left (an
+idempotent repeat, a 409, a 403). Approve votes alone lock the row
+(select_for_update): votes toward a quorum must be counted one at a time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -45,7 +51,7 @@ from approvals.models import (
     Vote,
 )
 from approvals.outbound import UnsafeURL
-from approvals.transitions import finish
+from approvals.transitions import append, finish, transition
 from policies.durations import iso_instant
 from policies.matching import ConditionFailed, route
 from policies.models import AnyUser, Role, rule_clock
@@ -195,18 +201,23 @@ def _replay(agent: Agent, key: str, body_sha256: str) -> ApprovalRequest | None:
 def cancel(request_id: RequestId, *, agent: Agent, reason: str = "") -> ApprovalRequest:
     """The agent withdraws its pending request (not one whose last deadline passed)."""
     _catch_up(request_id)
-    with transaction.atomic():
-        request = _lock(ApprovalRequest.objects.filter(agent=agent), request_id)
+
+    def attempt() -> ApprovalRequest:
+        request = _get(ApprovalRequest.objects.filter(agent=agent), request_id)
         if request.is_terminal:
             raise Conflict(f"The request is already {request.status}.", request)
-        _finish_locked(
-            request,
-            Status.CANCELLED,
-            by={"agent": agent.name},
-            reason=reason,
-            actor={"agent": agent.name},
+        _settle(
+            finish(
+                request,
+                Status.CANCELLED,
+                by={"agent": agent.name},
+                reason=reason,
+                actor={"agent": agent.name},
+            )
         )
-    return request
+        return request
+
+    return _until_settled(attempt)
 
 
 # --- reviewers ----------------------------------------------------------------
@@ -234,19 +245,29 @@ def decide(
     if outcome not in OUTCOME_STATUS:
         raise Invalid("outcome", "Choose approve or deny.")
     _catch_up(request_id)
-    with transaction.atomic():
-        request = _lock_for_reviewer(request_id, reviewer)
+
+    def attempt() -> Result | None:
+        # Votes toward a quorum are counted under the row lock; a deny is one
+        # conditional UPDATE like any other change.
+        request = _for_reviewer(request_id, reviewer, lock=outcome == APPROVE)
         if request.ended_by_timeout:
             _record_late_decision(request, reviewer, outcome, reason)
-        elif request.is_terminal:
+            late.append(request)
+            return None
+        if request.is_terminal:
             if OUTCOME_STATUS[outcome] != request.status:
                 raise Conflict(f"The request is already {request.status}.", request)
             return Result(request, changed=False)
-        else:
-            return _decide_pending(request, reviewer, outcome, reason, payload)
+        return _decide_pending(request, reviewer, outcome, reason, payload)
+
+    late: list[ApprovalRequest] = []
+    result = _until_settled(attempt)
+    if result is not None:
+        return result
     # Outside the transaction: the late decision above is committed, kept in
     # the audit for the ticket's owners, and the reviewer still gets a 409,
     # whatever the timeout outcome was (even the one they asked for).
+    request = late[-1]
     raise Conflict(
         f"Too late: the request ended {request.status} on timeout at "
         f"{iso_instant(request.decided_at)}; your decision is recorded as late.",
@@ -264,12 +285,14 @@ def _decide_pending(
         return _approve(request, reviewer, reason, payload)
     if not reason.strip():
         raise Invalid("reason", "A reason is required to deny.")
-    _finish_locked(
-        request,
-        Status.DENIED,
-        by={"user": reviewer.get_username(), "role": request.owner_role.name},
-        reason=reason,
-        actor={"user": reviewer.get_username()},
+    _settle(
+        finish(
+            request,
+            Status.DENIED,
+            by={"user": reviewer.get_username(), "role": request.owner_role.name},
+            reason=reason,
+            actor={"user": reviewer.get_username()},
+        )
     )
     return Result(request, changed=True)
 
@@ -277,7 +300,7 @@ def _decide_pending(
 def _record_late_decision(
     request: ApprovalRequest, reviewer: AnyUser, outcome: str, reason: str
 ) -> None:
-    audit.record(
+    append(
         request,
         AuditEvent.Kind.LATE_DECISION,
         actor={"user": reviewer.get_username()},
@@ -322,7 +345,7 @@ def _approve(
     )
     username = reviewer.get_username()
     if len(approvers) < request.approvals_required:
-        audit.record(
+        append(
             request,
             AuditEvent.Kind.APPROVAL_RECORDED,
             actor={"user": username},
@@ -334,14 +357,17 @@ def _approve(
             },
         )
         return Result(request, changed=True)
-    _finish_locked(
-        request,
-        Status.APPROVED,
-        by={"user": username, "role": request.owner_role.name},
-        reason=reason,
-        actor={"user": username},
-        payload=approved,
-        extra={"approvers": approvers} if request.approvals_required > 1 else {},
+    # Under the row lock this cannot lose; _settle keeps it honest if it did.
+    _settle(
+        finish(
+            request,
+            Status.APPROVED,
+            by={"user": username, "role": request.owner_role.name},
+            reason=reason,
+            actor={"user": username},
+            payload=approved,
+            extra={"approvers": approvers} if request.approvals_required > 1 else {},
+        )
     )
     return Result(request, changed=True)
 
@@ -349,8 +375,9 @@ def _approve(
 def claim(request_id: RequestId, *, reviewer: AnyUser) -> Result:
     """Take a pending request by name: while claimed, only the claimant decides."""
     _catch_up(request_id)
-    with transaction.atomic():
-        request = _lock_for_reviewer(request_id, reviewer)
+
+    def attempt() -> Result:
+        request = _for_reviewer(request_id, reviewer)
         if request.is_terminal:
             raise Conflict(f"The request is already {request.status}.", request)
         _check_member(request, _role_names(reviewer))
@@ -362,46 +389,84 @@ def claim(request_id: RequestId, *, reviewer: AnyUser) -> Result:
         now = timezone.now()
         # Past _check_member: a signed-in user row, not AnonymousUser.
         claimant = cast("User", reviewer)
-        request.claimed_by, request.claimed_at, request.updated_at = claimant, now, now
-        request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-        audit.record(request, AuditEvent.Kind.CLAIMED, actor={"user": reviewer.get_username()})
-    return Result(request, changed=True)
+        _settle(
+            transition(
+                request,
+                expect={"status": Status.PENDING, "level": request.level, "claimed_by": None},
+                changes={"claimed_by": claimant, "claimed_at": now, "updated_at": now},
+                kind=AuditEvent.Kind.CLAIMED,
+                actor={"user": reviewer.get_username()},
+            )
+        )
+        return Result(request, changed=True)
+
+    return _until_settled(attempt)
 
 
 def unclaim(request_id: RequestId, *, reviewer: AnyUser) -> Result:
-    with transaction.atomic():
-        request = _lock_for_reviewer(request_id, reviewer)
+    def attempt() -> Result:
+        request = _for_reviewer(request_id, reviewer)
         if request.claimed_by_id is None:
             return Result(request, changed=False)
         if request.claimed_by_id != reviewer.pk:
             raise Forbidden(f"Claimed by {request.claimant}; only they unclaim.")
-        request.claimed_by, request.claimed_at, request.updated_at = None, None, timezone.now()
-        request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-        audit.record(request, AuditEvent.Kind.UNCLAIMED, actor={"user": reviewer.get_username()})
-    return Result(request, changed=True)
+        _settle(
+            transition(
+                request,
+                expect={"claimed_by": reviewer.pk},
+                changes={"claimed_by": None, "claimed_at": None, "updated_at": timezone.now()},
+                kind=AuditEvent.Kind.UNCLAIMED,
+                actor={"user": reviewer.get_username()},
+            )
+        )
+        return Result(request, changed=True)
+
+    return _until_settled(attempt)
 
 
 # --- shared steps ---------------------------------------------------------------
 
 
-def _finish_locked(request: ApprovalRequest, status: str, **details: Any) -> None:
-    if not finish(request, status, **details):
-        # Unreachable while we hold the row lock; fail loudly if it ever is.
-        raise RuntimeError(f"request {request.pk} changed under a held lock")
+T = TypeVar("T")
 
 
-def _lock(queryset: QuerySet[ApprovalRequest], request_id: RequestId) -> ApprovalRequest:
-    # Lock the row alone, with no joins: when the row changed while we waited
-    # for the lock, PostgreSQL re-checks it against the joined rows it read
-    # *before* (e.g. the old owner role) and would drop it as not found.
+class _Lost(Exception):
+    """A conditional UPDATE found the state it expected gone."""
+
+
+def _settle(won: bool) -> None:
+    if not won:
+        raise _Lost
+
+
+def _until_settled(attempt: Callable[[], T]) -> T:
+    """Run ``attempt`` in a transaction until it is judged against a state
+    that holds: when its conditional UPDATE loses (``_Lost``), everything it
+    wrote rolls back and it reads and judges again. Each retry follows
+    someone else's committed change, so this ends when the races do."""
+    while True:
+        try:
+            with transaction.atomic():
+                return attempt()
+        except _Lost:
+            continue
+
+
+def _get(queryset: QuerySet[ApprovalRequest], request_id: RequestId) -> ApprovalRequest:
     try:
-        return queryset.select_for_update().get(pk=request_id)
-    except (ApprovalRequest.DoesNotExist, ValueError, TypeError):
+        return queryset.get(pk=request_id)
+    except (ApprovalRequest.DoesNotExist, ValueError, TypeError, ValidationError):
         raise NotVisible("No such request.") from None
 
 
-def _lock_for_reviewer(request_id: RequestId, reviewer: AnyUser) -> ApprovalRequest:
-    request = _lock(ApprovalRequest.objects.all(), request_id)
+def _for_reviewer(
+    request_id: RequestId, reviewer: AnyUser, *, lock: bool = False
+) -> ApprovalRequest:
+    # Read (or lock) the row alone, with no joins: when the row changed while
+    # we waited for the lock, PostgreSQL re-checks it against the joined rows
+    # it read *before* (e.g. the old owner role) and would drop it as not found.
+    rows = ApprovalRequest.objects.all()
+    request = _get(rows.select_for_update() if lock else rows, request_id)
     if (
         not ApprovalRequest.objects.filter(pk=request.pk)
         .visible_to(Role.objects.for_user(reviewer))
@@ -418,14 +483,16 @@ def _catch_up(request_id: RequestId) -> None:
 
     Each step commits on its own, so it stands even when the caller's action
     is then refused (the level-1 reviewer gets 403 from an escalated request).
-    We hold the row lock, so the engine's conditional UPDATE on the state we
-    read cannot lose; a sweep waiting on the same lock then updates nothing.
+    The step is the engine's own conditional UPDATE: if the sweep (or a timer,
+    or another caller) changes the row first, ours updates nothing and we read
+    the row again, until it is no longer overdue.
     """
     while True:
+        request = _get(ApprovalRequest.objects.all(), request_id)
+        if not request.is_overdue(timezone.now()):
+            return
         with transaction.atomic():
-            request = _lock(ApprovalRequest.objects.all(), request_id)
-            if not request.is_overdue(timezone.now()) or not escalation.handle_due(request):
-                return
+            escalation.handle_due(request)
 
 
 def _role_names(reviewer: AnyUser) -> set[str]:
@@ -496,7 +563,7 @@ def add_ticket_note(ticket_id: int, *, reviewer: AnyUser, text: str) -> TicketNo
         ticket = _ticket_for_member(ticket_id, reviewer)
         author = cast("User", reviewer)  # a member of the ticket's role
         note = TicketNote.objects.create(ticket=ticket, author=author, text=text.strip())
-        audit.record(
+        append(
             ticket.request, AuditEvent.Kind.TICKET_NOTE, actor={"user": reviewer.get_username()},
             data={"ticket": ticket.pk, "note": note.text},
         )  # fmt: skip
@@ -517,7 +584,7 @@ def close_ticket(ticket_id: int, *, reviewer: AnyUser, resolution: str) -> Ticke
             resolution=resolution.strip(),
         )  # fmt: skip
         if updated:
-            audit.record(
+            append(
                 ticket.request, AuditEvent.Kind.TICKET_CLOSED,
                 actor={"user": reviewer.get_username()},
                 data={"ticket": ticket.pk, "resolution": resolution.strip()},
@@ -528,7 +595,7 @@ def close_ticket(ticket_id: int, *, reviewer: AnyUser, resolution: str) -> Ticke
 
 def _ticket_for_member(ticket_id: int, reviewer: AnyUser) -> Ticket:
     try:
-        ticket = Ticket.objects.select_for_update().get(pk=ticket_id)
+        ticket = Ticket.objects.select_related("request", "role").get(pk=ticket_id)
     except (Ticket.DoesNotExist, ValueError, TypeError):
         raise NotVisible("No such ticket.") from None
     if ticket.role.name not in _role_names(reviewer):

@@ -58,7 +58,10 @@ def record(
     the change it records.
 
     Locking the request row to read its chain head serializes writers of the
-    same request: two events can never claim the same predecessor.
+    same request: two events can never claim the same predecessor. Only a
+    create uses it (no one else can see the new row yet); every later event
+    goes through approvals.transitions, whose conditional UPDATE of the head
+    needs no lock.
     """
     # Lock the request row alone (no joins: a joined row would be locked too,
     # serializing every request routed by the same policy version).
@@ -112,12 +115,17 @@ def prepare(
     data: dict | None = None,
     after: tuple[int, str] | None = None,
     at: datetime | None = None,
+    role: str | None = None,
+    level: int | None = None,
 ) -> AuditEvent:
     """The next event of the chain, hashed but not saved.
 
     ``after`` is the chain head (seq, hash) it follows, by default the one on
     ``request``. A caller that writes the new head in its own conditional
-    UPDATE, guarded by ``audit_seq``, saves a locking read and a write.
+    UPDATE, guarded by ``audit_seq`` (approvals.transitions), saves a locking
+    read and a write. ``role`` and ``level`` default to the request's owner
+    and level; a caller passes the ones it is about to write, leaving
+    ``request`` as it is until its UPDATE has won.
     """
     seq, prev_hash = after if after is not None else (request.audit_seq, request.audit_head)
     version = request.policy_version
@@ -127,8 +135,8 @@ def prepare(
         kind=kind,
         at=at or timezone.now(),
         actor=actor,
-        role=request.owner_role.name,
-        level=request.level,
+        role=request.owner_role.name if role is None else role,
+        level=request.level if level is None else level,
         policy=version.policy.name,
         policy_version=version.number,
         rule=request.rule_name,

@@ -2,37 +2,44 @@
 after the last one, and reminders.
 
 The database is the source of truth: the sweep finds due requests through a
-partial index and hands each to a small step that claims it by a conditional
-UPDATE on (id, status, level, due_at). Two workers, two beats started by
-mistake, a task delivered twice or a reviewer deciding in the same
+partial index and hands each to a small step that changes it by the one idiom
+of approvals.transitions: a conditional UPDATE on (id, status, level, due_at,
+audit_seq) that also writes the new audit head. Two workers, two beats started
+by mistake, a task delivered twice or a reviewer deciding in the same
 millisecond: exactly one of them changes the row, the others update nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from approvals import audit, outbox
 from approvals.models import (
+    Agent,
     ApprovalRequest,
     AuditEvent,
     Notification,
     Ownership,
+    RequestId,
     Status,
     Ticket,
 )
-from approvals.transitions import finish, queue_terminal_callback
-from policies.models import Role
+from approvals.transitions import append, finish, queue_terminal_callback, transition
+from policies.durations import iso_instant
+from policies.models import PolicyVersion, Role
 from policies.spec import OnTimeout
 
 logger = logging.getLogger(__name__)
 
 SYSTEM = {"system": "timeout"}
+ESCALATION_ACTOR = {"system": "escalation"}
 RETRY_BAD_ROW_AFTER = timedelta(seconds=30)
 
 
@@ -44,29 +51,39 @@ class SweepResult:
     failed: int = 0
 
 
-def sweep(*, batch: int = 500, chunk: int = 50, now: datetime | None = None) -> SweepResult:
+def sweep(*, batch: int = 1000, chunk: int = 500, now: datetime | None = None) -> SweepResult:
     """Handle every request that is due now.
 
     1. Load a batch of due rows, oldest deadline first (the partial index).
-    2. Handle them in transactions of ``chunk`` rows, each row in a savepoint
-       of its own: one commit (one WAL flush) per chunk instead of per row,
-       while a row that raises rolls back alone, is logged and has its
-       deadline pushed back a little, so it never blocks the others.
-    3. Each row's change is a conditional UPDATE on the state we loaded; a row
-       another process handled in the meantime updates nothing.
-    4. Repeat until no due rows are left; then send the due reminders.
+    2. Handle them in transactions of up to ``chunk`` rows (the first ones
+       smaller, see ``_chunks``): one commit (one WAL flush) per chunk. On
+       PostgreSQL the chunk's escalations go in one set-based statement
+       (``escalate_many``); timeouts (the last level), and everything on
+       SQLite, go row by row.
+    3. Should the set-based step raise, it rolls back alone and its rows go
+       row by row, each in a savepoint of its own: a row that raises rolls
+       back alone, is logged and has its deadline pushed back a little, so it
+       never blocks the others.
+    4. Each change is conditional on the state we loaded (and its audit
+       head); a row another process handled in the meantime updates nothing.
+    5. Repeat until no due rows are left; then send the due reminders.
     """
     counts = {"escalated": 0, "finished": 0, "reminded": 0, "failed": 0}
     roles = {role.name: role for role in Role.objects.all()}
+    bulk = connection.vendor == "postgresql"
+    sizes = _ramp(25, chunk)  # once per sweep: a batch's short tail does not restart it
     while True:
-        due = list(
-            ApprovalRequest.objects.due(now or timezone.now())
-            .select_related("owner_role", "policy_version__policy", "agent")
-            .order_by("due_at")[:batch]
+        due = _with_related(
+            list(ApprovalRequest.objects.due(now or timezone.now()).order_by("due_at")[:batch]),
+            roles,
         )
-        for start in range(0, len(due), chunk):
+        for rows in _chunks(due, sizes):
             with transaction.atomic():
-                for request in due[start : start + chunk]:
+                if bulk:  # partitioned first: escalating changes a row's level
+                    ending = [row for row in rows if row.is_last_level]
+                    _escalate_chunk([row for row in rows if not row.is_last_level], roles, counts)
+                    rows = ending
+                for request in rows:
                     outcome = _handle_safely(request, roles)
                     if outcome:
                         counts[outcome] += 1
@@ -85,7 +102,64 @@ def sweep(*, batch: int = 500, chunk: int = 50, now: datetime | None = None) -> 
     return SweepResult(**counts)
 
 
-def fire(request_id, *, level: int, due_at: datetime) -> str | None:
+def _with_related(rows: list[ApprovalRequest], roles: dict[str, Role]) -> list[ApprovalRequest]:
+    """Attach each row's role, policy version and agent from one query per
+    kind instead of a join per row: a batch shares a handful of them, and a
+    policy version's spec would otherwise be parsed once per row."""
+    by_id = {role.pk: role for role in roles.values()}
+    versions = PolicyVersion.objects.select_related("policy").defer("spec", "diff")
+    version = versions.in_bulk({row.policy_version_id for row in rows})
+    agent = Agent.objects.in_bulk({row.agent_id for row in rows})
+    for row in rows:
+        if row.owner_role_id in by_id:  # else loaded when used (a role made since)
+            row.owner_role = by_id[row.owner_role_id]
+        row.policy_version = version[row.policy_version_id]
+        row.agent = agent[row.agent_id]
+    return rows
+
+
+def _ramp(first: int, largest: int) -> Iterator[int]:
+    """Chunk sizes that start at ``first`` and double up to ``largest``: the
+    most overdue rows commit within milliseconds, and the bulk of a backlog
+    still goes in large transactions."""
+    size = min(first, largest)
+    while True:
+        yield size
+        size = min(size * 2, largest)
+
+
+def _chunks(rows: list[ApprovalRequest], sizes: Iterator[int]) -> Iterator[list[ApprovalRequest]]:
+    start = 0
+    while start < len(rows):
+        size = next(sizes)
+        yield rows[start : start + size]
+        start += size
+
+
+def _escalate_chunk(
+    escalating: list[ApprovalRequest], roles: dict[str, Role], counts: dict[str, int]
+) -> None:
+    """Escalate ``escalating`` in one set-based step, adding to ``counts``. On
+    any error that step rolls back (its own savepoint) and the rows are
+    handled one by one instead, so that the bad row alone fails."""
+    if not escalating:
+        return
+    try:
+        with transaction.atomic():
+            counts["escalated"] += escalate_many(escalating, roles)
+        return
+    except Exception:
+        logger.warning(
+            "bulk escalation of %d requests failed; handling them one by one",
+            len(escalating), exc_info=True,
+        )  # fmt: skip
+    for request in escalating:
+        outcome = _handle_safely(request, roles)
+        if outcome:
+            counts[outcome] += 1
+
+
+def fire(request_id: RequestId, *, level: int, due_at: datetime) -> str | None:
     """A precise timer went off for one deadline: handle it now if it is
     still the request's deadline (the sweep may have been first)."""
     request = (
@@ -99,17 +173,19 @@ def fire(request_id, *, level: int, due_at: datetime) -> str | None:
     return _handle_safely(request, {})
 
 
-def due_soon(within: timedelta) -> list[tuple]:
+def due_soon(within: timedelta) -> list[tuple[RequestId, int, datetime]]:
     """(id, level, due_at) of the pending requests due in the next ``within``,
     for which to set precise timers."""
     now = timezone.now()
-    return list(
+    soon = (
         ApprovalRequest.objects.filter(
             status=Status.PENDING, due_at__gt=now, due_at__lte=now + within
         )
         .order_by("due_at")
         .values_list("id", "level", "due_at")[:5000]
     )
+    # due_at is never None here (the filter); this tells the type checker.
+    return [(pk, level, due_at) for pk, level, due_at in soon if due_at is not None]
 
 
 def _handle_safely(request: ApprovalRequest, roles: dict[str, Role]) -> str | None:
@@ -138,58 +214,38 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
     The previous role keeps read access (its Ownership row) but loses the
     right to decide; any claim ends; the new role is notified.
 
-    One conditional UPDATE moves the request and writes the head of its audit
-    chain; it also expects the chain head we read, so a claim that slipped in
-    since simply makes this attempt update nothing (the next sweep retries).
+    One ``transition`` on (status, level, due_at, audit_seq): a decision or a
+    claim that slipped in since we read the row makes it update nothing (the
+    next sweep, or the caller's re-read, judges the new state).
     """
     now = timezone.now()
     was_due, from_role, was_level = request.deadline, request.owner_role, request.level
     step = request.levels[was_level]
     to_role = (roles or {}).get(step["role"]) or Role.objects.get(name=step["role"])
     due_at = request.add_time(now, step["deadline"])  # open hours only, under a calendar
-    expected = {
-        "pk": request.pk, "status": Status.PENDING, "level": was_level,
-        "due_at": was_due, "audit_seq": request.audit_seq,
-    }  # fmt: skip
-    request.level, request.owner_role, request.due_at = was_level + 1, to_role, due_at
-    request.level_started_at, request.updated_at = now, now
-    request.remind_at = request.reminder_before(now, step["deadline"])
-    request.claimed_by, request.claimed_at = None, None
-    event = audit.prepare(
-        request,
-        AuditEvent.Kind.ESCALATED,
-        actor={"system": "escalation"},
-        at=now,
-        data={
-            "from_role": from_role.name,
-            "to_role": to_role.name,
-            "from_level": was_level,
-            "to_level": was_level + 1,
-            "was_due_at": _iso(was_due),
-            "late_seconds": round((now - was_due).total_seconds(), 3),
-            "due_at": _iso(due_at),
-        },
-    )
     # No savepoint of its own: inside the sweep, the row's savepoint already
     # isolates it; called alone, this still opens a transaction.
     with transaction.atomic(savepoint=False):
-        updated = ApprovalRequest.objects.filter(**expected).update(
-            level=request.level,
-            owner_role=to_role,
-            level_started_at=now,
-            due_at=due_at,
-            remind_at=request.remind_at,
-            claimed_by=None,
-            claimed_at=None,
-            updated_at=now,
-            audit_seq=event.seq,
-            audit_head=event.hash,
-        )
-        if updated != 1:
+        if not transition(
+            request,
+            expect={"status": Status.PENDING, "level": was_level, "due_at": was_due},
+            changes={
+                "level": was_level + 1,
+                "owner_role": to_role,
+                "level_started_at": now,
+                "due_at": due_at,
+                "remind_at": request.reminder_before(now, step["deadline"]),
+                "claimed_by": None,
+                "claimed_at": None,
+                "updated_at": now,
+            },
+            kind=AuditEvent.Kind.ESCALATED,
+            actor=ESCALATION_ACTOR,
+            at=now,
+            data=_escalated_data(from_role, to_role, was_level, was_due, due_at, now),
+        ):
             return False
-        request.audit_seq, request.audit_head = event.seq, event.hash
         Ownership.objects.create(request=request, role=to_role, level=request.level)
-        event.save(force_insert=True)
         outbox.notify(request, Notification.Kind.ESCALATED)
         outbox.set_timer(request)
         if request.agent.subscribe_escalations:
@@ -199,6 +255,193 @@ def escalate(request: ApprovalRequest, roles: dict[str, Role] | None = None) -> 
         request.pk, from_role.name, to_role.name, (now - was_due).total_seconds(),
     )  # fmt: skip
     return True
+
+
+def _escalated_data(
+    from_role: Role, to_role: Role, was_level: int, was_due: datetime, due_at: datetime,
+    now: datetime,
+) -> dict:  # fmt: skip
+    return {
+        "from_role": from_role.name,
+        "to_role": to_role.name,
+        "from_level": was_level,
+        "to_level": was_level + 1,
+        "was_due_at": iso_instant(was_due),
+        "late_seconds": round((now - was_due).total_seconds(), 3),
+        "due_at": iso_instant(due_at),
+    }
+
+
+# ``transition`` applied to a set, in one statement and one round trip: the
+# conditional UPDATE of every row on the state it was loaded in, audit head
+# included, writing each row's new head; then, for exactly the rows it updated
+# (``moved``), their ownership, audit event and notification. Each event's
+# HMAC was computed in Python over that row's previous head (audit.prepare),
+# as ``transition`` does. The rows travel as one JSON parameter (typed by the
+# column list), not thousands of placeholders.
+_REQUESTS, _OWNERSHIPS = ApprovalRequest._meta.db_table, Ownership._meta.db_table
+_EVENTS, _NOTIFICATIONS = AuditEvent._meta.db_table, Notification._meta.db_table
+_ESCALATE_MANY = f"""
+    WITH v AS (
+        SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS x(
+            id uuid, was_level smallint, was_due timestamptz, was_seq integer,
+            to_role bigint, to_role_name varchar, due_at timestamptz, remind_at timestamptz,
+            prev_hash varchar, head varchar, policy varchar, policy_version integer,
+            rule varchar, data jsonb)
+    ),
+    moved AS (
+        UPDATE {_REQUESTS} AS r
+        SET level = v.was_level + 1, owner_role_id = v.to_role, level_started_at = %(now)s,
+            due_at = v.due_at, remind_at = v.remind_at, claimed_by_id = NULL,
+            claimed_at = NULL, updated_at = %(now)s, audit_seq = v.was_seq + 1,
+            audit_head = v.head
+        FROM v
+        -- The array makes it an index lookup of these ids; a join on v alone
+        -- would scan every request.
+        WHERE r.id = ANY(ARRAY(SELECT id FROM v)) AND r.id = v.id
+          AND r.status = 'pending' AND r.level = v.was_level
+          AND r.due_at = v.was_due AND r.audit_seq = v.was_seq
+        RETURNING r.id, r.level, r.action, r.summary, r.context
+    ),
+    owned AS (
+        INSERT INTO {_OWNERSHIPS} (request_id, role_id, level)
+        SELECT moved.id, v.to_role, moved.level FROM moved JOIN v ON v.id = moved.id
+    ),
+    events AS (
+        INSERT INTO {_EVENTS} (request_id, seq, kind, at, actor, role, level, policy,
+                              policy_version, rule, action, summary, context, data,
+                              prev_hash, hash)
+        SELECT moved.id, v.was_seq + 1, %(event)s, %(now)s, %(actor)s::jsonb,
+               v.to_role_name, moved.level, v.policy, v.policy_version, v.rule,
+               moved.action, moved.summary, moved.context, v.data, v.prev_hash, v.head
+        FROM moved JOIN v ON v.id = moved.id
+    ),
+    notes AS (
+        INSERT INTO {_NOTIFICATIONS} (request_id, kind, role_id, level, created_at,
+                                     attempts, last_error, channel_results)
+        SELECT moved.id, %(kind)s, v.to_role, moved.level, %(now)s, 0, '', '{{}}'::jsonb
+        FROM moved JOIN v ON v.id = moved.id
+        RETURNING id, request_id
+    )
+    SELECT notes.request_id, notes.id FROM notes
+"""
+# What escalate_many changes on a request object (claimed_by through its id).
+_MOVED = (
+    "level", "owner_role", "due_at", "level_started_at", "updated_at", "remind_at",
+    "claimed_by_id", "claimed_at", "audit_seq", "audit_head",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One request's next level, computed without touching the request."""
+
+    request: ApprovalRequest
+    was_due: datetime
+    to_role: Role
+    due_at: datetime
+    remind_at: datetime | None
+    event: AuditEvent
+
+
+def escalate_many(requests: list[ApprovalRequest], roles: dict[str, Role]) -> int:
+    """``escalate`` for many requests at once (PostgreSQL), with the same
+    guarantees: one conditional UPDATE on (id, status, level, due_at,
+    audit_seq) of every row, and the audit events, ownerships, notifications,
+    callbacks and timers of exactly the rows it updated, in the caller's
+    transaction. Returns how many escalated.
+
+    Each row's next deadline is computed for that row (its own calendar), and
+    each audit event's HMAC covers that row's previous head, as ``escalate``
+    does. A row that moved on since it was loaded (decided, claimed,
+    escalated by someone else) is not updated and gets nothing.
+    """
+    now = timezone.now()
+    plans = [_plan(request, roles, now) for request in requests]
+    rows = [
+        {
+            "id": str(plan.request.pk),
+            "was_level": plan.request.level,
+            "was_due": _exact(plan.request.deadline),
+            "was_seq": plan.request.audit_seq,
+            "to_role": plan.to_role.pk,
+            "to_role_name": plan.to_role.name,
+            "due_at": _exact(plan.due_at),
+            "remind_at": _exact(plan.remind_at),
+            "prev_hash": plan.event.prev_hash,
+            "head": plan.event.hash,
+            "policy": plan.event.policy,
+            "policy_version": plan.event.policy_version,
+            "rule": plan.event.rule,
+            "data": plan.event.data,
+        }
+        for plan in plans
+    ]
+    params: dict[str, str | datetime] = {
+        "rows": json.dumps(rows),
+        "now": now,
+        "event": str(AuditEvent.Kind.ESCALATED),
+        "actor": json.dumps(ESCALATION_ACTOR),
+        "kind": str(Notification.Kind.ESCALATED),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_ESCALATE_MANY, params)
+        notified = dict(cursor.fetchall())
+    done = [plan for plan in plans if plan.request.pk in notified]
+    if not done:
+        return 0
+    loaded = [(plan, {name: getattr(plan.request, name) for name in _MOVED}) for plan in done]
+    for plan in done:
+        request = plan.request
+        request.level, request.owner_role = request.level + 1, plan.to_role
+        request.due_at, request.remind_at = plan.due_at, plan.remind_at
+        request.level_started_at, request.updated_at = now, now
+        request.claimed_by, request.claimed_at = None, None
+        request.audit_seq, request.audit_head = plan.event.seq, plan.event.hash
+    try:
+        outbox.notified([notified[plan.request.pk] for plan in done])
+        for plan in done:
+            outbox.set_timer(plan.request)
+            if plan.request.agent.subscribe_escalations:
+                outbox.queue_callback(plan.request, "approval.escalated")
+    except BaseException:
+        # The caller rolls this chunk back and retries it row by row: give
+        # it the rows as they were loaded, which is what the database holds.
+        for plan, fields in loaded:
+            for name, value in fields.items():
+                setattr(plan.request, name, value)
+        raise
+    # One line per chunk, not per row: in a burst, 10,000 log lines cost the
+    # engine more than the escalations' statement (each row's story is in
+    # its audit trail).
+    logger.info(
+        "%d requests escalated, up to %.1fs after their deadlines",
+        len(done), max((now - plan.was_due).total_seconds() for plan in done),
+    )  # fmt: skip
+    return len(done)
+
+
+def _plan(request: ApprovalRequest, roles: dict[str, Role], now: datetime) -> _Plan:
+    step = request.levels[request.level]
+    to_role = roles.get(step["role"]) or Role.objects.get(name=step["role"])
+    was_due = request.deadline
+    due_at = request.add_time(now, step["deadline"])  # open hours only, under a calendar
+    event = audit.prepare(
+        request,
+        AuditEvent.Kind.ESCALATED,
+        actor=ESCALATION_ACTOR,
+        at=now,
+        data=_escalated_data(request.owner_role, to_role, request.level, was_due, due_at, now),
+        role=to_role.name,
+        level=request.level + 1,
+    )
+    remind_at = request.reminder_before(now, step["deadline"])
+    return _Plan(request, was_due, to_role, due_at, remind_at, event)
+
+
+def _exact(moment: datetime | None) -> str | None:
+    """A timestamp as text, to the microsecond (the UPDATE compares it)."""
+    return moment.isoformat() if moment else None
 
 
 def time_out(request: ApprovalRequest) -> bool:
@@ -217,14 +460,14 @@ def time_out(request: ApprovalRequest) -> bool:
             actor=SYSTEM,
             payload=request.payload if status == Status.APPROVED else None,
             extra={"late_seconds": round((now - request.deadline).total_seconds(), 3)},
-            due_at=request.deadline,
+            expect={"due_at": request.deadline},
             callback=False,  # below, once the ticket exists: the agent is told it is open
         )
         if not done:
             return False
         if request.ticket_on_timeout:
             ticket = Ticket.objects.create(request=request, role=request.owner_role)
-            audit.record(
+            append(
                 request,
                 AuditEvent.Kind.TICKET_OPENED,
                 actor=SYSTEM,
@@ -236,32 +479,34 @@ def time_out(request: ApprovalRequest) -> bool:
     return True
 
 
-def remind(request_id, *, remind_at: datetime) -> int:
-    """Remind the owning role once, ``remind`` before the level's deadline."""
-    with transaction.atomic():
-        updated = ApprovalRequest.objects.filter(
-            pk=request_id, status=Status.PENDING, remind_at=remind_at
-        ).update(remind_at=None)
-        if updated != 1:
-            return 0
-        request = ApprovalRequest.objects.select_related("owner_role").get(pk=request_id)
-        audit.record(
-            request,
-            AuditEvent.Kind.REMINDED,
-            actor={"system": "reminder"},
-            data={"due_at": _iso(request.due_at)},
+def remind(request_id: RequestId, *, remind_at: datetime) -> int:
+    """Remind the owning role once, ``remind`` before the level's deadline:
+    a ``transition`` on (pending, remind_at), retried on the new state while
+    the reminder is still due (a claim may have moved the chain head)."""
+    while True:
+        request = (
+            ApprovalRequest.objects.select_related("owner_role", "policy_version__policy")
+            .filter(pk=request_id, status=Status.PENDING, remind_at=remind_at)
+            .first()
         )
-        outbox.notify(request, Notification.Kind.REMINDER)
-    return 1
+        if request is None:
+            return 0
+        with transaction.atomic():
+            if transition(
+                request,
+                expect={"status": Status.PENDING, "remind_at": remind_at},
+                changes={"remind_at": None},
+                kind=AuditEvent.Kind.REMINDED,
+                actor={"system": "reminder"},
+                data={"due_at": iso_instant(request.due_at)},
+            ):
+                outbox.notify(request, Notification.Kind.REMINDER)
+                return 1
 
 
-def _push_back(request_id, level: int, due_at: datetime) -> None:
+def _push_back(request_id: RequestId, level: int, due_at: datetime) -> None:
     # From now, not from the old deadline: the row must leave this sweep's
     # view, or a backlog of failing rows would be fetched again and again.
     ApprovalRequest.objects.filter(
         pk=request_id, status=Status.PENDING, level=level, due_at=due_at
     ).update(due_at=timezone.now() + RETRY_BAD_ROW_AFTER)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None

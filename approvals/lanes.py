@@ -30,6 +30,9 @@ SWEEP_CALLBACKS = "approvals.tasks.sweep_callbacks"
 SEAL_AUDIT = "approvals.tasks.seal_audit"
 SEND_NOTIFICATION = "approvals.tasks.send_notification"
 DELIVER_CALLBACK = "approvals.tasks.deliver_callback"
+# One message for many: the engine hands a chunk's notifications to their
+# lane, which sends one task per notification (approvals.outbox.notified).
+FAN_OUT_NOTIFICATIONS = "approvals.tasks.fan_out_notifications"
 
 LANE = {
     SWEEP: ENGINE,
@@ -42,6 +45,7 @@ LANE = {
     SEAL_AUDIT: ENGINE,
     SEND_NOTIFICATION: NOTIFICATIONS,
     DELIVER_CALLBACK: CALLBACKS,
+    FAN_OUT_NOTIFICATIONS: NOTIFICATIONS,
 }
 
 ROUTES = {name: {"queue": queue} for name, queue in LANE.items()}

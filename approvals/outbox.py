@@ -35,6 +35,16 @@ def notify(request: ApprovalRequest, kind: str, *, role: Role | None = None) -> 
     return notification
 
 
+def notified(notification_ids: list[int]) -> None:
+    """Notifications a set-based statement inserted in the caller's
+    transaction: hand them to the notifications lane after commit, in one
+    message per 100 (``_fan_out``)."""
+    if len(notification_ids) == 1:
+        transaction.on_commit(lambda: _enqueue(lanes.SEND_NOTIFICATION, notification_ids[0]))
+    else:
+        transaction.on_commit(lambda: _fan_out(lanes.FAN_OUT_NOTIFICATIONS, notification_ids))
+
+
 def notify_requester(request: ApprovalRequest) -> Notification | None:
     """Tell the person the agent asked on behalf of (``requester.on_behalf_of``,
     when it names a user) that the request was denied or expired."""
@@ -101,6 +111,14 @@ def set_timer(request: ApprovalRequest) -> None:
         return
     args = (str(request.pk), request.level, due_at.isoformat())
     transaction.on_commit(lambda: _enqueue(lanes.FIRE_DEADLINE, *args, eta=due_at))
+
+
+def _fan_out(task_name: str, items: list[int]) -> None:
+    """Hand many outbox rows to their lane in one message per 100: the sender
+    of a chunk pays one broker round trip per 100 rows, not one per row, and
+    each row still gets its own task (and time limit) in its lane."""
+    for start in range(0, len(items), 100):
+        _enqueue(task_name, items[start : start + 100])
 
 
 def _enqueue(task_name: str, *args: Any, eta: datetime | None = None) -> None:

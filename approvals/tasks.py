@@ -49,6 +49,14 @@ def send_notification(notification_id: int) -> bool:
     return notifications.send(notification_id)
 
 
+@shared_task(name=lanes.FAN_OUT_NOTIFICATIONS)
+def fan_out_notifications(notification_ids: list[int]) -> int:
+    """One task per notification, so each send keeps its own time limit."""
+    for notification_id in notification_ids:
+        send_notification.delay(notification_id)
+    return len(notification_ids)
+
+
 @shared_task(name=lanes.SWEEP_OUTBOXES)
 def sweep_outboxes() -> int:
     """Hand the notifications a lost task left behind to the notifications lane

@@ -1,11 +1,28 @@
-"""The one way a pending request becomes terminal, shared by reviewers,
-agents and the escalation engine."""
+"""The one idiom by which a request's state changes, and the one way a
+pending request becomes terminal.
+
+``transition`` is a conditional UPDATE of the request row on the state its
+caller judged (``expect``) and on the head of the audit chain it read
+(``audit_seq``); the same statement writes the new head, the event that head
+names is inserted next, in the same transaction. Every audited change moves
+the head, so the guard on it alone already refuses a row that changed in any
+way since it was read; ``expect`` states what the caller's judgment rested on.
+When the UPDATE finds the state gone it writes nothing and returns False: the
+caller re-reads and judges again. No row lock is taken before it: a caller
+waits on another only when their UPDATEs meet on the same row, until the first
+one's transaction ends (then PostgreSQL re-checks the WHERE on the new row).
+
+``append`` is the same statement for an event that changes no state (a late
+decision, an approval below quorum, a ticket's story): guarded on the head
+alone, retried on the new head when it loses.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from approvals import audit, outbox, sla
@@ -23,6 +40,63 @@ CALLBACK_TYPES: dict[str, str] = {
 }
 
 
+def transition(
+    request: ApprovalRequest,
+    *,
+    expect: dict[str, Any],
+    changes: dict[str, Any],
+    kind: str,
+    actor: dict,
+    data: dict | None = None,
+    at: datetime | None = None,
+) -> bool:
+    """Change ``request`` by ``changes`` if it still is as ``expect`` says
+    and its chain head is still the one on ``request``; write ``kind`` as the
+    new head. Returns False, having written nothing, when the state is gone.
+
+    On success ``request`` carries the changes and the new head; on failure it
+    is as it was (the caller re-reads it).
+    """
+    role = changes.get("owner_role", request.owner_role)
+    event = audit.prepare(
+        request, kind, actor=actor, data=data, at=at,
+        role=role.name, level=changes.get("level", request.level),
+    )  # fmt: skip
+    with transaction.atomic(savepoint=False):
+        updated = ApprovalRequest.objects.filter(
+            pk=request.pk, audit_seq=request.audit_seq, **expect
+        ).update(**changes, audit_seq=event.seq, audit_head=event.hash)
+        if updated != 1:
+            return False
+        for name, value in changes.items():
+            setattr(request, name, value)
+        request.audit_seq, request.audit_head = event.seq, event.hash
+        event.save(force_insert=True)
+    return True
+
+
+def append(
+    request: ApprovalRequest, kind: str, *, actor: dict, data: dict | None = None
+) -> AuditEvent:
+    """Append an event that changes no state, by the same conditional UPDATE
+    of the head. A lost race (someone appended first) re-reads the head and
+    tries again: the event belongs in the story whatever came before it."""
+    with transaction.atomic(savepoint=False):
+        while True:
+            event = audit.prepare(request, kind, actor=actor, data=data)
+            updated = ApprovalRequest.objects.filter(
+                pk=request.pk, audit_seq=request.audit_seq
+            ).update(audit_seq=event.seq, audit_head=event.hash)
+            if updated == 1:
+                break
+            # Owner and level too: the event records them, and verify_audit
+            # checks the last event's against the row.
+            request.refresh_from_db(fields=["audit_seq", "audit_head", "level", "owner_role"])
+        request.audit_seq, request.audit_head = event.seq, event.hash
+        event.save(force_insert=True)
+    return event
+
+
 def finish(
     request: ApprovalRequest,
     status: str,
@@ -32,16 +106,17 @@ def finish(
     actor: dict,
     payload: dict | None = None,
     extra: dict | None = None,
-    due_at: datetime | None = None,
+    expect: dict[str, Any] | None = None,
     callback: bool = True,
 ) -> bool:
-    """Make a pending request terminal with one conditional UPDATE on the
-    state the caller saw (status, level and, for timeouts, the deadline).
+    """Make a pending request terminal: ``transition`` on the state the caller
+    saw (pending, its level, its chain head, and whatever ``expect`` adds,
+    e.g. the deadline for a timeout).
 
     Returns False when that state is gone: someone else changed it first, and
-    nothing was written. Otherwise writes the audit event and (unless the
-    caller will, after adding to the story) queues the callback, all in the
-    caller's transaction.
+    nothing was written. Otherwise writes the audit event, counts the outcome
+    and (unless the caller will, after adding to the story) queues the
+    callback, all in the caller's transaction.
     """
     now = timezone.now()
     fields = {
@@ -59,25 +134,28 @@ def finish(
         "updated_at": now,
         **sla.decision_fields(request, status, by, now),
     }
-    expected = {"pk": request.pk, "status": Status.PENDING, "level": request.level}
-    if due_at is not None:
-        expected["due_at"] = due_at
-    if ApprovalRequest.objects.filter(**expected).update(**fields) != 1:
-        return False
-    for name, value in fields.items():
-        setattr(request, name, value)
-    sla.record(request, status, by)
     data = {"outcome": status, "by": by, "reason": reason, **(extra or {})}
     if payload is not None:
         data["payload_sha256"] = fields["decision_payload_sha256"]
         data["edited"] = fields["decision_edited"]
-    audit.record(request, AuditEvent.Kind(status), actor=actor, data=data)
-    # Wakes the agent's ?wait=N at commit, in every web process (not on rollback).
-    notify_terminal(request.pk)
-    if status in (Status.DENIED, Status.EXPIRED):
-        outbox.notify_requester(request)
-    if callback:
-        queue_terminal_callback(request)
+    with transaction.atomic(savepoint=False):
+        if not transition(
+            request,
+            expect={"status": Status.PENDING, "level": request.level, **(expect or {})},
+            changes=fields,
+            kind=AuditEvent.Kind(status),
+            actor=actor,
+            data=data,
+            at=now,
+        ):
+            return False
+        sla.record(request, status, by)
+        # Wakes the agent's ?wait=N at commit, in every web process (not on rollback).
+        notify_terminal(request.pk)
+        if status in (Status.DENIED, Status.EXPIRED):
+            outbox.notify_requester(request)
+        if callback:
+            queue_terminal_callback(request)
     return True
 
 

@@ -80,3 +80,43 @@ def test_concurrent_creates_with_one_idempotency_key_store_one_request(agent):
     assert sorted(code for code, _ in results) == [200] * 7 + [201]
     assert len({request_id for _, request_id in results}) == 1
     assert ApprovalRequest.objects.count() == 1
+
+
+def test_a_claim_that_loses_to_an_escalation_is_judged_against_the_escalated_request(
+    bot, maria, monkeypatch
+):
+    """The claim read the request at level 1; the escalation commits before
+    the claim's conditional UPDATE runs: the claim updates nothing, reads the
+    request again, and gets what a claim on the escalated request gets."""
+    from threading import Thread
+
+    from approvals import actions, escalation, transitions
+
+    request_id = bot.post("/api/v1/requests", INVOICE, format="json").json()["id"]
+    real, raced = transitions.transition, []
+
+    def escalate_elsewhere() -> None:
+        try:
+            request = ApprovalRequest.objects.get(pk=request_id)
+            assert escalation.escalate(request)
+        finally:
+            connection.close()
+
+    def transition_after_an_escalation(request, **kwargs):
+        if not raced:  # the claim's first attempt, between its read and its UPDATE
+            raced.append(True)
+            thread = Thread(target=escalate_elsewhere)
+            thread.start()
+            thread.join(timeout=30)
+        return real(request, **kwargs)
+
+    monkeypatch.setattr(actions, "transition", transition_after_an_escalation)
+    response = maria.post(f"/api/v1/requests/{request_id}/claim")
+
+    assert raced
+    assert response.status_code == 403
+    assert "cfo" in response.json()["detail"]
+    request = ApprovalRequest.objects.get(pk=request_id)
+    assert (request.level, request.claimed_by_id) == (2, None)
+    kinds = AuditEvent.objects.filter(request_id=request_id).order_by("seq")
+    assert list(kinds.values_list("kind", flat=True)) == ["created", "escalated"]
