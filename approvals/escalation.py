@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,6 +43,12 @@ logger = logging.getLogger(__name__)
 SYSTEM = {"system": "timeout"}
 ESCALATION_ACTOR = {"system": "escalation"}
 RETRY_BAD_ROW_AFTER = timedelta(seconds=30)
+# One sweep at a time (a session advisory lock: "CS" and 1; a single 64-bit
+# key, which PostgreSQL keeps apart from the callbacks' two-key slot locks).
+SWEEP_LOCK = 0x43530001
+# A timer whose deadline is due while a sweep runs waits this long for it to
+# end, then sweeps if its row is still due (well within the task's limits).
+FIRE_WAITS_FOR_SWEEP = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,51 @@ class SweepResult:
     failed: int = 0
 
 
-def sweep(*, batch: int = 1000, chunk: int = 500, now: datetime | None = None) -> SweepResult:
-    """Handle every request that is due now.
+def sweep(
+    *, batch: int = 1000, chunk: int = 500, now: datetime | None = None, wait: float = 0.0
+) -> SweepResult:
+    """Handle every request that is due now, unless another sweep is doing so
+    (it goes on until nothing is due: waiting ``wait`` seconds for it to end
+    would only find its work done, or a little more to do).
+
+    One sweep at a time is not needed for correctness (each change is
+    conditional), but two at once load the same rows and one of them does its
+    work for nothing, while holding the other's row locks.
+    """
+    with one_sweep(wait) as mine:
+        if not mine:
+            return SweepResult()
+        return _sweep(batch=batch, chunk=chunk, now=now)
+
+
+@contextmanager
+def one_sweep(wait: float) -> Iterator[bool]:
+    """Hold the sweep's lock (a PostgreSQL session advisory lock, freed with the
+    connection if the worker dies), waiting up to ``wait`` seconds for it;
+    yields False if another sweep still holds it. SQLite: always True."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    give_up = time.monotonic() + wait
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK])
+            (taken,) = cursor.fetchone()
+        if taken:
+            break
+        if time.monotonic() >= give_up:
+            yield False
+            return
+        time.sleep(0.02)
+    try:
+        yield True
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK])
+
+
+def _sweep(*, batch: int, chunk: int, now: datetime | None) -> SweepResult:
+    """The sweep itself:
 
     1. Load a batch of due rows, oldest deadline first (the partial index).
     2. Handle them in transactions of up to ``chunk`` rows (the first ones
@@ -160,17 +211,26 @@ def _escalate_chunk(
 
 
 def fire(request_id: RequestId, *, level: int, due_at: datetime) -> str | None:
-    """A precise timer went off for one deadline: handle it now if it is
-    still the request's deadline (the sweep may have been first)."""
-    request = (
-        ApprovalRequest.objects.due()
-        .select_related("owner_role", "policy_version__policy", "agent")
-        .filter(pk=request_id, level=level, due_at=due_at)
-        .first()
-    )
-    if request is None:
+    """A precise timer went off for one deadline: if it is still the request's
+    deadline, sweep now. One sweep handles, in bulk, every row due by then, so
+    that a crowd of timers for the same moment costs one sweep, and the other
+    timers find their rows done with one indexed read.
+
+    Returns what became of this timer's request ("escalated", "finished"), or
+    None when it had moved on already (a sweep, a decision, an earlier timer).
+    """
+    still_due = ApprovalRequest.objects.due().filter(pk=request_id, level=level, due_at=due_at)
+    if not still_due.exists():
         return None
-    return _handle_safely(request, {})
+    with one_sweep(wait=FIRE_WAITS_FOR_SWEEP) as mine:
+        # A sweep that just ended may have handled this row while we waited.
+        if not mine or not still_due.exists():
+            return None
+        _sweep(batch=1000, chunk=500, now=None)
+    now = ApprovalRequest.objects.filter(pk=request_id).values("status", "level").first()
+    if now is None or (now["status"] == Status.PENDING and now["level"] == level):
+        return None  # failed and pushed back: the sweep logged why
+    return "escalated" if now["status"] == Status.PENDING else "finished"
 
 
 def due_soon(within: timedelta) -> list[tuple[RequestId, int, datetime]]:
