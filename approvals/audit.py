@@ -81,6 +81,20 @@ def record(
     return event
 
 
+def created(request: ApprovalRequest, *, actor: dict) -> AuditEvent:
+    """The first event of a new request's chain, hashed but not saved, and
+    the request's head set to it: the request row is INSERTed with its head
+    already in place, so nothing has to lock, read back or UPDATE it (no one
+    else can see the row before the transaction that inserts both commits)."""
+    if request.audit_seq or request.audit_head:
+        raise ValueError(f"request {request.pk} already has a chain")
+    event = prepare(
+        request, AuditKind.CREATED, actor=actor, data=_created_data(request), after=(0, "")
+    )
+    request.audit_seq, request.audit_head = event.seq, event.hash
+    return event
+
+
 def _created_data(request: ApprovalRequest) -> dict:
     """What the ``created`` event pins: the body as received, so the row can
     be checked against it."""
