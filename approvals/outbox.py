@@ -125,7 +125,10 @@ def _enqueue(task_name: str, *args: Any, eta: datetime | None = None) -> None:
     from approvals_site.celery import app
 
     try:
-        app.send_task(task_name, args=args, eta=eta)
+        # No result is kept (CELERY_TASK_IGNORE_RESULT): saying so here spares
+        # send_task looking up the result backend, which it does anew in every
+        # thread, reading installed packages' metadata from disk.
+        app.send_task(task_name, args=args, eta=eta, ignore_result=True)
     except Exception:  # the broker is down: the sweep will find the row
         import logging
 
