@@ -159,7 +159,7 @@ def _insert_created(request: ApprovalRequest, event: AuditEvent) -> None:
         (notification.pk,) = cursor.fetchone()
     for obj in (request, event, notification):
         obj._state.adding, obj._state.db = False, connection.alias
-    outbox.notified([notification.pk])
+    outbox.notified_soon(notification)
 
 
 def _insert_sql(obj: Model) -> tuple[str, tuple]:

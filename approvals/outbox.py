@@ -7,8 +7,13 @@ once, and the tasks that act on them are idempotent.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import queue
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +48,13 @@ def notified(notification_ids: list[int]) -> None:
         transaction.on_commit(lambda: _enqueue(lanes.SEND_NOTIFICATION, notification_ids[0]))
     else:
         transaction.on_commit(lambda: _fan_out(lanes.FAN_OUT_NOTIFICATIONS, notification_ids))
+
+
+def notified_soon(notification: Notification) -> None:
+    """A notification the caller's own statement inserted (a create's): after
+    commit it goes to the notifications lane from this process's publisher
+    thread, so the request that wrote it does not wait on the broker."""
+    transaction.on_commit(lambda: publish_soon(lanes.SEND_NOTIFICATION, notification.pk))
 
 
 def notify_requester(request: ApprovalRequest) -> Notification | None:
@@ -119,6 +131,47 @@ def _fan_out(task_name: str, items: list[int]) -> None:
     each row still gets its own task (and time limit) in its lane."""
     for start in range(0, len(items), 100):
         _enqueue(task_name, items[start : start + 100])
+
+
+def publish_soon(task_name: str, *args: Any) -> None:
+    """Publish a task from this process's publisher thread, in the order
+    handed in. Call it after commit. A message lost with the process (or the
+    broker) is the same as one the broker refused: the outbox sweep finds the
+    row and sends it."""
+    _publisher().put((task_name, args))
+
+
+_publish_queue: queue.SimpleQueue[tuple[str, tuple]] | None = None
+_publisher_pid: int | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publisher() -> queue.SimpleQueue[tuple[str, tuple]]:
+    global _publish_queue, _publisher_pid
+    with _publisher_lock:
+        # One thread per process: a forked child (gunicorn, Celery) starts its own.
+        if _publish_queue is None or _publisher_pid != os.getpid():
+            _publish_queue, _publisher_pid = queue.SimpleQueue(), os.getpid()
+            threading.Thread(
+                target=_publish_forever, args=(_publish_queue,), name="outbox-publisher",
+                daemon=True,
+            ).start()  # fmt: skip
+            atexit.register(_drain, _publish_queue)
+        return _publish_queue
+
+
+def _publish_forever(pending: queue.SimpleQueue[tuple[str, tuple]]) -> None:
+    while True:
+        task_name, args = pending.get()
+        _enqueue(task_name, *args)
+
+
+def _drain(pending: queue.SimpleQueue[tuple[str, tuple]], seconds: float = 2.0) -> None:
+    """At exit, give the thread a moment to publish what it holds (what it
+    cannot, the outbox sweep will)."""
+    deadline = time.monotonic() + seconds
+    while not pending.empty() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _enqueue(task_name: str, *args: Any, eta: datetime | None = None) -> None:

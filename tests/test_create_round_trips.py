@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from approvals import audit
 from approvals.models import ApprovalRequest, AuditEvent, Notification, Ownership
 from tests.helpers import INVOICE
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,3 +72,21 @@ def test_a_repeat_that_no_longer_routes_still_gets_its_request(bot, monkeypatch)
 
     assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
     assert fresh.status_code == 422
+
+
+@pytest.mark.slow
+def test_a_creates_notification_is_sent_by_a_worker_without_the_outbox_sweep(bot, processes):
+    # No beat: nothing sweeps the outbox, so a sent notification was handed
+    # to the lane by the web process's publisher thread after the commit.
+    processes.worker()
+    wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker ready")
+    created = bot.post("/api/v1/requests", INVOICE, format="json")
+    assert created.status_code == 201
+
+    notification = Notification.objects.get(request_id=created.json()["id"], kind="new")
+    sent = wait_for(
+        lambda: Notification.objects.filter(pk=notification.pk, sent_at__isnull=False).first(),
+        timeout=15, what="the notification sent",
+    )  # fmt: skip
+    # Well within the outbox sweep's 10 s: the publisher handed it over at once.
+    assert (sent.sent_at - notification.created_at).total_seconds() < 5
