@@ -1,6 +1,6 @@
 """Create throughput and latency against the bare stack's floor (issue 12).
 
-    .venv/bin/python bench/api.py [--seconds 15] [--connections 16] [--workers 2]
+    .venv/bin/python bench/api.py [--seconds 15] [--connections 16] [--workers 2] [--notify 200]
 
 Starts the real gunicorn twice with the repository's gunicorn.conf.py and
 ``-w 2``: once serving the service, once serving a floor endpoint under the
@@ -9,6 +9,11 @@ lookup, serializer validation and one INSERT). Drives each with the same
 closed-loop load (16 keep-alive connections on loopback, 15 s, one thread per
 connection) and prints creates per second, p50 and p99 for both and the
 ratios. Goals: throughput at least 0.5x the floor's, p99 at most 3x.
+
+With ``--notify N`` it then measures how soon a create's notification is
+sent: a Celery worker (every lane) on a Redis of its own, no beat (so no
+outbox sweep), N creates through the service one every 50 ms, and the time
+from each request's creation to its notification's ``sent_at``.
 """
 
 from __future__ import annotations
@@ -117,6 +122,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--notify", type=int, default=0, help="creates to time notifications on")
     args = parser.parse_args()
     setup()
     from django.db import connection
@@ -156,6 +162,56 @@ def main() -> None:
         f"create/floor: throughput {create['rate'] / floor['rate']:.2f}x (goal >= 0.5), "
         f"p99 {create['p99'] / floor['p99']:.2f}x (goal <= 3)"
     )
+    if args.notify:
+        notify_latency(args.notify, args.workers, key, logs)
+
+
+def notify_latency(count: int, workers: int, key: str, logs: Path) -> None:
+    from django.db import connection
+
+    from approvals.models import Notification
+    from tests.processes import Processes, RedisServer, wait_for
+
+    Notification.objects.all().delete()
+    redis = RedisServer(logs)
+    redis.start()
+    os.environ["REDIS_URL"] = redis.url
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        APPROVALS_VAR_DIR=str(logs), LOG_LEVEL="WARNING",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    )  # fmt: skip
+    processes = Processes(logs, env)
+    port = free_port()
+    server = start_gunicorn(port, workers, "approvals_site.settings", logs)
+    try:
+        processes.worker("worker", "--pool=threads", "--concurrency=4")
+        wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker")
+        # Paced, one at a time: this measures how soon, not how many.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(count):
+            started = time.monotonic()
+            post(conn, key)
+            time.sleep(max(0.0, 0.05 - (time.monotonic() - started)))
+        done = Notification.objects.filter(kind="new", sent_at__isnull=False)
+        wait_for(lambda: done.count() >= count, timeout=120, what="notifications sent")
+        lags = [
+            (sent - created).total_seconds() * 1000
+            for sent, created in done.values_list("sent_at", "request__created_at")
+        ]
+        stats = percentiles(lags)
+        print(
+            f"notification, request created -> sent by the worker ({len(lags)} creates, one "
+            f"every 50 ms, no outbox sweep): p50 {stats['p50']:.0f} ms, "
+            f"p99 {stats['p99']:.0f} ms, max {stats['max']:.0f} ms"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        processes.stop_all()
+        redis.stop()
 
 
 if __name__ == "__main__":
