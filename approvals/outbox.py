@@ -13,7 +13,6 @@ import logging
 import os
 import queue
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -138,40 +137,55 @@ def publish_soon(task_name: str, *args: Any) -> None:
     handed in. Call it after commit. A message lost with the process (or the
     broker) is the same as one the broker refused: the outbox sweep finds the
     row and sends it."""
-    _publisher().put((task_name, args))
+    global _unpublished_count
+    pending = _publisher()
+    with _unpublished:
+        _unpublished_count += 1
+    pending.put((task_name, args))
+
+
+def flush(seconds: float = 5.0) -> bool:
+    """Wait, at most ``seconds``, until the publisher thread has published
+    everything handed to it so far; True if it has."""
+    with _unpublished:
+        return _unpublished.wait_for(lambda: _unpublished_count == 0, timeout=seconds)
 
 
 _publish_queue: queue.SimpleQueue[tuple[str, tuple]] | None = None
 _publisher_pid: int | None = None
 _publisher_lock = threading.Lock()
+_unpublished = threading.Condition()
+_unpublished_count = 0
 
 
 def _publisher() -> queue.SimpleQueue[tuple[str, tuple]]:
-    global _publish_queue, _publisher_pid
+    global _publish_queue, _publisher_pid, _unpublished_count
     with _publisher_lock:
         # One thread per process: a forked child (gunicorn, Celery) starts its own.
         if _publish_queue is None or _publisher_pid != os.getpid():
             _publish_queue, _publisher_pid = queue.SimpleQueue(), os.getpid()
+            with _unpublished:
+                _unpublished_count = 0  # a parent's, not ours
             threading.Thread(
                 target=_publish_forever, args=(_publish_queue,), name="outbox-publisher",
                 daemon=True,
             ).start()  # fmt: skip
-            atexit.register(_drain, _publish_queue)
+            # At exit, give the thread a moment to publish what it holds
+            # (what it cannot, the outbox sweep will).
+            atexit.register(flush, 2.0)
         return _publish_queue
 
 
 def _publish_forever(pending: queue.SimpleQueue[tuple[str, tuple]]) -> None:
+    global _unpublished_count
     while True:
         task_name, args = pending.get()
-        _enqueue(task_name, *args)
-
-
-def _drain(pending: queue.SimpleQueue[tuple[str, tuple]], seconds: float = 2.0) -> None:
-    """At exit, give the thread a moment to publish what it holds (what it
-    cannot, the outbox sweep will)."""
-    deadline = time.monotonic() + seconds
-    while not pending.empty() and time.monotonic() < deadline:
-        time.sleep(0.01)
+        try:
+            _enqueue(task_name, *args)
+        finally:
+            with _unpublished:
+                _unpublished_count -= 1
+                _unpublished.notify_all()
 
 
 def _enqueue(task_name: str, *args: Any, eta: datetime | None = None) -> None:
