@@ -12,16 +12,19 @@ idempotent repeat, a 409, a 403). Approve votes alone lock the row
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Model, QuerySet
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from approvals import audit, escalation, outbox
@@ -54,7 +57,8 @@ from approvals.outbound import UnsafeURL
 from approvals.transitions import append, finish, transition
 from policies.durations import iso_instant
 from policies.matching import ConditionFailed, route
-from policies.models import AnyUser, Role, rule_clock
+from policies.models import ActionClass, AnyUser, Calendar, Role, rule_clock
+from policies.spec import RuleSpec
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +81,13 @@ def create_request(
     """Route a new request to its policy rule and open level 1.
 
     1. The agent must be allowed the action (its globs).
-    2. A known ``Idempotency-Key`` returns the stored request if the body is
-       the same, and is a conflict if it is not.
-    3. No matching rule: fail closed, nothing is stored.
-    4. Store the request with the rule's chain copied into it, its first
-       owner, and the ``created`` audit event, in one transaction.
+    2. No matching rule: fail closed, nothing is stored.
+    3. Store the request with the rule's chain copied into it, its first
+       owner, the ``created`` audit event and the notification, in one
+       transaction (on PostgreSQL one statement).
+    4. A known ``Idempotency-Key`` (the unique constraint refuses the INSERT)
+       returns the stored request if the body is the same, and is a conflict
+       if it is not.
     """
     action = body["action"]
     if not agent.may_request(action):
@@ -92,26 +98,83 @@ def create_request(
             check_callback_url(body["callback_url"])
         except UnsafeURL as exc:
             raise Invalid("callback_url", str(exc)) from None
-    if idempotency_key is not None:
-        existing = _replay(agent, idempotency_key, body_sha256)
-        if existing is not None:
-            return Result(existing, changed=False)
-
-    request = _routed_request(agent, body, idempotency_key, body_sha256)
+    # A repeated Idempotency-Key is found when its INSERT hits the unique
+    # constraint (below), not by a SELECT before every create; a repeat that
+    # no longer routes (the policy changed) still gets its stored request.
     try:
-        with transaction.atomic():
-            request.save(force_insert=True)
-            Ownership.objects.create(request=request, role=request.owner_role, level=1)
-            audit.record(request, AuditEvent.Kind.CREATED, actor={"agent": agent.name})
-            outbox.notify(request, Notification.Kind.NEW)
-            outbox.set_timer(request)
-    except IntegrityError:
-        # Two identical creates raced past the replay check: the other won.
+        request = _routed_request(agent, body, idempotency_key, body_sha256)
+    except (NoPolicy, ConditionError, PolicyBroken):
         existing = _replay(agent, idempotency_key, body_sha256) if idempotency_key else None
         if existing is None:
             raise
         return Result(existing, changed=False)
+    event = audit.created(request, actor={"agent": agent.name})
+    try:
+        if connection.vendor == "postgresql":
+            # One statement is one transaction: no BEGIN and COMMIT round
+            # trips (a savepoint only inside a caller's transaction, so that
+            # a duplicate key leaves it usable).
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                _insert_created(request, event)
+                outbox.set_timer(request)
+        else:
+            with transaction.atomic():
+                request.save(force_insert=True)
+                Ownership.objects.create(request=request, role=request.owner_role, level=1)
+                event.save(force_insert=True)
+                outbox.notify(request, Notification.Kind.NEW)
+                outbox.set_timer(request)
+    except IntegrityError:
+        # The key was used before (or two identical creates raced): the
+        # stored request answers, or a conflict if the body differs.
+        existing = _replay(agent, idempotency_key, body_sha256) if idempotency_key else None
+        if existing is None:
+            raise
+        return Result(existing, changed=False)
+    # A new request has no ticket: say so, so that the answer does not ask.
+    ApprovalRequest.ticket.related.set_cached_value(request, None)  # type: ignore[attr-defined]
     return Result(request, changed=True)
+
+
+def _insert_created(request: ApprovalRequest, event: AuditEvent) -> None:
+    """The request, its first ownership, its ``created`` event and the
+    notification to its first role, in one statement (one round trip):
+    INSERTs chained as data-modifying CTEs, each built by Django's own
+    compiler. The foreign keys are deferred (checked at commit), so their
+    order within it does not matter; a duplicate Idempotency-Key still
+    raises IntegrityError and writes nothing."""
+    notification = Notification(
+        request=request, kind=Notification.Kind.NEW, role=request.owner_role, level=1
+    )
+    parts = [
+        _insert_sql(request),
+        _insert_sql(Ownership(request=request, role=request.owner_role, level=1)),
+        _insert_sql(event),
+    ]
+    last, last_params = _insert_sql(notification)
+    sql = "WITH " + ", ".join(f"w{n} AS ({part})" for n, (part, _) in enumerate(parts))
+    params = [param for _, part_params in parts for param in part_params]
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} {last} RETURNING id", [*params, *last_params])
+        (notification.pk,) = cursor.fetchone()
+    for obj in (request, event, notification):
+        obj._state.adding, obj._state.db = False, connection.alias
+    outbox.notified_soon(notification)
+
+
+def _insert_sql(obj: Model) -> tuple[str, tuple]:
+    """``INSERT INTO … VALUES (…)`` for one unsaved model instance, as its
+    ``save(force_insert=True)`` would send it (pre_save defaults included)."""
+    meta = obj._meta
+    fields = [
+        field
+        for field in meta.local_concrete_fields
+        if not (field.primary_key and getattr(obj, field.attname) is None)  # an identity column
+    ]
+    query = InsertQuery(type(obj))
+    query.insert_values(fields, [obj])
+    [(sql, params)] = query.get_compiler(connection=connection).as_sql()
+    return sql, tuple(params)
 
 
 def _routed_request(
@@ -139,14 +202,13 @@ def _routed_request(
     if found is None:
         raise NoPolicy(f"No policy rule matches action '{body['action']}'.")
     rule, first = found.rule, found.rule["levels"][0]
-    first_role = Role.objects.filter(name=first["role"]).first()
+    first_role, calendar, sla, person = _first_level(rule, requester.get("on_behalf_of"))
     if first_role is None:
         logger.error("policy %s names missing role %s", found.policy_name, first["role"])
         raise PolicyBroken(
             f"Policy '{found.policy_name}' routes to role '{first['role']}', which does not exist."
         )
     now = timezone.now()
-    calendar, sla = rule_clock(rule)
     request = ApprovalRequest(
         agent=agent,
         idempotency_key=idempotency_key,
@@ -156,13 +218,13 @@ def _routed_request(
         context=body.get("context") or {},
         payload=body.get("payload") or {},
         requester=requester,
-        on_behalf_of_user=_person(requester.get("on_behalf_of")),
+        on_behalf_of_user_id=person,
         callback_url=body.get("callback_url") or agent.callback_url,
         policy_version=found.version,
         **ApprovalRequest.fields_from_rule(rule),
         owner_role=first_role,
         level_started_at=now,
-        calendar=calendar.as_spec() if calendar else None,
+        calendar=calendar,
         sla_seconds=sla,
         created_at=now,
         updated_at=now,
@@ -175,14 +237,72 @@ def _routed_request(
     return request
 
 
-def _person(name: Any) -> User | None:
+_USER = get_user_model()
+_ROLE_FIELDS = Role._meta.concrete_fields
+_ROLE_NAMES = [field.attname for field in _ROLE_FIELDS]
+# The first level's role, the rule's clock (as policies.models.rule_clock
+# finds it: the rule's calendar, else its class's; the class's SLA) and the
+# user the request is on behalf of (as ``_person``), in one round trip.
+_FIRST_LEVEL_SQL = f"""
+    SELECT {", ".join(f'r."{field.column}"' for field in _ROLE_FIELDS)},
+        (SELECT c.sla_seconds FROM {ActionClass._meta.db_table} c WHERE c.name = %(class)s),
+        (SELECT json_build_object(
+                'name', k.name, 'timezone', k.timezone, 'hours', k.hours, 'holidays', k.holidays
+            )::text
+            FROM {Calendar._meta.db_table} k
+            WHERE k.name = COALESCE(%(calendar)s, (
+                SELECT kc.name FROM {Calendar._meta.db_table} kc
+                JOIN {ActionClass._meta.db_table} c ON c.calendar_id = kc.id
+                WHERE c.name = %(class)s))),
+        COALESCE(
+            (SELECT min(u.id) FROM {_USER._meta.db_table} u
+             WHERE u.is_active AND upper(u.username::text) = upper(%(person)s)
+             HAVING count(*) = 1),
+            (SELECT min(u.id) FROM {_USER._meta.db_table} u
+             WHERE u.is_active AND upper(u.email::text) = upper(%(person)s)
+             HAVING count(*) = 1))
+    FROM {Role._meta.db_table} r WHERE r.name = %(role)s
+"""
+
+
+def _first_level(
+    rule: RuleSpec, on_behalf_of: Any
+) -> tuple[Role | None, dict | None, int | None, int | None]:
+    """(first role, pinned calendar spec, SLA seconds, on_behalf_of user id);
+    the role is None when it does not exist."""
+    person = on_behalf_of.strip() if isinstance(on_behalf_of, str) else None
+    if connection.vendor != "postgresql":
+        role = Role.objects.filter(name=rule["levels"][0]["role"]).first()
+        calendar, sla = rule_clock(rule)
+        user = _person(person)
+        return role, calendar.as_spec() if calendar else None, sla, user.pk if user else None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _FIRST_LEVEL_SQL,
+            {
+                "role": rule["levels"][0]["role"],
+                "class": rule["class"],
+                "calendar": rule.get("calendar") or None,
+                "person": person or None,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None, None, None, None
+    count = len(_ROLE_FIELDS)
+    role = Role.from_db(connection.alias, _ROLE_NAMES, row[:count])
+    sla, calendar, person_id = row[count:]
+    return role, json.loads(calendar) if calendar else None, sla, person_id
+
+
+def _person(name: str | None) -> User | None:
     """The user a request is on behalf of: by username, else by e-mail, in any
     case; None unless exactly one user answers to it."""
-    if not isinstance(name, str) or not name.strip():
+    if not name:
         return None
-    users = get_user_model().objects.filter(is_active=True)
+    users = _USER.objects.filter(is_active=True)
     for field in ("username__iexact", "email__iexact"):
-        found = list(users.filter(**{field: name.strip()})[:2])
+        found = list(users.filter(**{field: name})[:2])
         if len(found) == 1:
             return found[0]
     return None

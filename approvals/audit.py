@@ -51,32 +51,16 @@ CONFIG_CHAIN = "config"
 SEAL_CHAIN = "seals"
 
 
-def record(
-    request: ApprovalRequest, kind: str, *, actor: dict, data: dict | None = None
-) -> AuditEvent:
-    """Append an event to the request's trail; call inside the transaction of
-    the change it records.
-
-    Locking the request row to read its chain head serializes writers of the
-    same request: two events can never claim the same predecessor. Only a
-    create uses it (no one else can see the new row yet); every later event
-    goes through approvals.transitions, whose conditional UPDATE of the head
-    needs no lock.
-    """
-    # Lock the request row alone (no joins: a joined row would be locked too,
-    # serializing every request routed by the same policy version).
-    head = (
-        ApprovalRequest.objects.select_for_update()
-        .values("audit_seq", "audit_head")
-        .get(pk=request.pk)
-    )
-    if kind == "created":
-        data = {**_created_data(request), **(data or {})}
+def created(request: ApprovalRequest, *, actor: dict) -> AuditEvent:
+    """The first event of a new request's chain, hashed but not saved, and
+    the request's head set to it: the request row is INSERTed with its head
+    already in place, so nothing has to lock, read back or UPDATE it (no one
+    else can see the row before the transaction that inserts both commits)."""
+    if request.audit_seq or request.audit_head:
+        raise ValueError(f"request {request.pk} already has a chain")
     event = prepare(
-        request, kind, actor=actor, data=data, after=(head["audit_seq"], head["audit_head"])
+        request, AuditKind.CREATED, actor=actor, data=_created_data(request), after=(0, "")
     )
-    event.save(force_insert=True)
-    ApprovalRequest.objects.filter(pk=request.pk).update(audit_seq=event.seq, audit_head=event.hash)
     request.audit_seq, request.audit_head = event.seq, event.hash
     return event
 

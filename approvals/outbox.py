@@ -7,8 +7,12 @@ once, and the tasks that act on them are idempotent.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import queue
+import threading
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +47,13 @@ def notified(notification_ids: list[int]) -> None:
         transaction.on_commit(lambda: _enqueue(lanes.SEND_NOTIFICATION, notification_ids[0]))
     else:
         transaction.on_commit(lambda: _fan_out(lanes.FAN_OUT_NOTIFICATIONS, notification_ids))
+
+
+def notified_soon(notification: Notification) -> None:
+    """A notification the caller's own statement inserted (a create's): after
+    commit it goes to the notifications lane from this process's publisher
+    thread, so the request that wrote it does not wait on the broker."""
+    transaction.on_commit(lambda: publish_soon(lanes.SEND_NOTIFICATION, notification.pk))
 
 
 def notify_requester(request: ApprovalRequest) -> Notification | None:
@@ -121,11 +132,70 @@ def _fan_out(task_name: str, items: list[int]) -> None:
         _enqueue(task_name, items[start : start + 100])
 
 
+def publish_soon(task_name: str, *args: Any) -> None:
+    """Publish a task from this process's publisher thread, in the order
+    handed in. Call it after commit. A message lost with the process (or the
+    broker) is the same as one the broker refused: the outbox sweep finds the
+    row and sends it."""
+    global _unpublished_count
+    pending = _publisher()
+    with _unpublished:
+        _unpublished_count += 1
+    pending.put((task_name, args))
+
+
+def flush(seconds: float = 5.0) -> bool:
+    """Wait, at most ``seconds``, until the publisher thread has published
+    everything handed to it so far; True if it has."""
+    with _unpublished:
+        return _unpublished.wait_for(lambda: _unpublished_count == 0, timeout=seconds)
+
+
+_publish_queue: queue.SimpleQueue[tuple[str, tuple]] | None = None
+_publisher_pid: int | None = None
+_publisher_lock = threading.Lock()
+_unpublished = threading.Condition()
+_unpublished_count = 0
+
+
+def _publisher() -> queue.SimpleQueue[tuple[str, tuple]]:
+    global _publish_queue, _publisher_pid, _unpublished_count
+    with _publisher_lock:
+        # One thread per process: a forked child (gunicorn, Celery) starts its own.
+        if _publish_queue is None or _publisher_pid != os.getpid():
+            _publish_queue, _publisher_pid = queue.SimpleQueue(), os.getpid()
+            with _unpublished:
+                _unpublished_count = 0  # a parent's, not ours
+            threading.Thread(
+                target=_publish_forever, args=(_publish_queue,), name="outbox-publisher",
+                daemon=True,
+            ).start()  # fmt: skip
+            # At exit, give the thread a moment to publish what it holds
+            # (what it cannot, the outbox sweep will).
+            atexit.register(flush, 2.0)
+        return _publish_queue
+
+
+def _publish_forever(pending: queue.SimpleQueue[tuple[str, tuple]]) -> None:
+    global _unpublished_count
+    while True:
+        task_name, args = pending.get()
+        try:
+            _enqueue(task_name, *args)
+        finally:
+            with _unpublished:
+                _unpublished_count -= 1
+                _unpublished.notify_all()
+
+
 def _enqueue(task_name: str, *args: Any, eta: datetime | None = None) -> None:
     from approvals_site.celery import app
 
     try:
-        app.send_task(task_name, args=args, eta=eta)
+        # No result is kept (CELERY_TASK_IGNORE_RESULT): saying so here spares
+        # send_task looking up the result backend, which it does anew in every
+        # thread, reading installed packages' metadata from disk.
+        app.send_task(task_name, args=args, eta=eta, ignore_result=True)
     except Exception:  # the broker is down: the sweep will find the row
         import logging
 

@@ -159,6 +159,7 @@ def test_a_chunk_hands_its_notifications_to_the_lane_in_one_message(config, bot,
         "approvals.outbox._enqueue", lambda name, *args, eta=None: sent.append((name, args))
     )
     ids = create(bot, 30, berlin(2026, 12, 4, 10, 0))
+    assert outbox.flush()  # the creates' own notifications, published after their commits
     sent.clear()
 
     with time_machine.travel(berlin(2026, 12, 4, 10, 31), tick=False):
