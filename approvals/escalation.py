@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from approvals import audit, outbox
+from approvals import audit, outbox, sla
 from approvals.models import (
     Agent,
     ApprovalRequest,
@@ -129,7 +129,9 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> SweepResult:
             roles,
         )
         for rows in _chunks(due, sizes):
-            with transaction.atomic():
+            # Rollups last, in key order: see sla.deferred (a decision on one
+            # of these rows would otherwise deadlock with the chunk).
+            with transaction.atomic(), sla.deferred():
                 if bulk:  # partitioned first: escalating changes a row's level
                     ending = [row for row in rows if row.is_last_level]
                     _escalate_chunk([row for row in rows if not row.is_last_level], roles, counts)
@@ -250,10 +252,12 @@ def due_soon(within: timedelta) -> list[tuple[RequestId, int, datetime]]:
 
 def _handle_safely(request: ApprovalRequest, roles: dict[str, Role]) -> str | None:
     level, due_at = request.level, request.deadline
+    mark = sla.pending_count()
     try:
         with transaction.atomic():
             return handle_due(request, roles)
     except Exception:
+        sla.forget_since(mark)  # its savepoint rolled back: so does its rollup
         logger.exception("request %s: deadline handling failed; retrying later", request.pk)
         with transaction.atomic():
             _push_back(request.pk, level, due_at)

@@ -12,8 +12,9 @@ from django.db import connection
 from django.utils import timezone
 
 from approvals import escalation
-from approvals.models import ApprovalRequest, AuditEvent
+from approvals.models import ApprovalRequest, AuditEvent, DecisionStat
 from policies.config import apply_documents, load_yaml
+from policies.models import Role
 from tests.helpers import FAST_CHAIN, INVOICE, decide
 from tests.processes import wait_for
 
@@ -155,3 +156,37 @@ def test_a_decision_racing_the_escalation_wins_or_loses_cleanly(bot, maria):
             assert answers[request_id] == 403
             assert (request.status, request.level) == ("pending", 2)
             assert history == ["created", "escalated"]
+
+
+def test_decisions_catching_up_never_deadlock_with_a_sweep(bot, maria):
+    """A decision on an overdue request first times it out in a transaction of
+    its own, while a sweep times out many in one: both count the outcome in
+    the same rollup row. Neither may hold that row while waiting for a request
+    the other holds (PostgreSQL would fail one of them: a 500)."""
+    ids = make_due(60, bot)
+    cfo = Role.objects.get(name="cfo")
+    ApprovalRequest.objects.filter(pk__in=ids).update(level=2, owner_role=cfo)
+    start = threading.Barrier(2)
+
+    def sweep():
+        start.wait()
+        try:
+            return escalation.sweep(chunk=60)
+        finally:
+            connection.close()
+
+    def decide_all():
+        start.wait()
+        try:  # from the other end, so that the two meet in the middle
+            return [decide(maria, r, "approve").status_code for r in reversed(ids)]
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        swept = pool.submit(sweep)
+        answers = pool.submit(decide_all).result()
+        swept.result()
+
+    assert set(answers) == {409}  # too late, each one, and never a 500
+    assert ApprovalRequest.objects.filter(pk__in=ids, status="expired").count() == 60
+    assert sum(DecisionStat.objects.values_list("count", flat=True)) == 60
