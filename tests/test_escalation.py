@@ -348,19 +348,6 @@ class TestPreciseTimers:
         after(clock, minutes=31)
         assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
 
-    def test_a_crowd_of_timers_for_one_moment_costs_one_sweep(self, clock, bot, invoice):
-        second = bot.post("/api/v1/requests", INVOICE, format="json").json()
-        rows = ApprovalRequest.objects.filter(pk__in=[invoice["id"], second["id"]])
-        timers = [(row.pk, row.due_at) for row in rows]
-        after(clock, minutes=31)
-
-        # The first timer's sweep takes every row due by then; the second
-        # timer finds its row done and does nothing more.
-        assert escalation.fire(timers[0][0], level=1, due_at=timers[0][1]) == "escalated"
-        assert escalation.fire(timers[1][0], level=1, due_at=timers[1][1]) is None
-        assert set(rows.values_list("level", flat=True)) == {2}
-        assert AuditEvent.objects.filter(kind="escalated", request__in=rows).count() == 2
-
     @pytest.mark.skipif(connection.vendor != "postgresql", reason="advisory locks")
     def test_one_sweep_at_a_time(self, clock, invoice):
         request = ApprovalRequest.objects.get(pk=invoice["id"])
@@ -368,8 +355,8 @@ class TestPreciseTimers:
         with other_sweep_running():
             assert escalation.sweep() == escalation.SweepResult()  # the beat's: skips
             assert ApprovalRequest.objects.get(pk=invoice["id"]).level == 1
-        # Once it ended (here: without handling the row), a timer sweeps.
-        assert escalation.fire(request.pk, level=1, due_at=request.due_at) == "escalated"
+            # A timer does not wait for it: it handles its own row.
+            assert escalation.fire(request.pk, level=1, due_at=request.due_at) == "escalated"
 
     def test_timers_are_set_for_the_next_minute_only(self, clock, bot, config):
         apply_documents(load_yaml(FAST), author="tests")
