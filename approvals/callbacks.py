@@ -147,23 +147,19 @@ class Sender:
         due = Delivery.objects.filter(
             pk=delivery_id, status=Delivery.State.PENDING, next_attempt_at__lte=now
         ).filter(free)
-        agent_id = due.values_list("agent_id", flat=True).first()
-        if agent_id is None:
+        ours = now + timedelta(seconds=lease_seconds())
+        if not due.update(locked_until=ours):
             return "skipped"
-        if not self._acquire({agent_id: 1}).get(agent_id):
+        delivery = Delivery.objects.select_related("agent").get(pk=delivery_id)
+        if not self._acquire({delivery.agent_id: 1}).get(delivery.agent_id):
             # The agent has its share of senders already: wait a little.
             later = now + timedelta(seconds=settings.APPROVALS_CALLBACK_DEFER_SECONDS)
-            deferred = due.update(next_attempt_at=later, locked_until=None)
-            return "deferred" if deferred else "skipped"
-        lease = timezone.now() + timedelta(seconds=lease_seconds())
-        with transaction.atomic():
-            found = list(due.select_for_update(skip_locked=True).values_list(*_Claimed.COLUMNS))
-            if found:
-                Delivery.objects.filter(pk=delivery_id).update(locked_until=lease)
-        if not found:
-            self._release_idle()
-            return "skipped"
-        self._send([_Claimed(*row) for row in found])
+            Delivery.objects.filter(pk=delivery_id, locked_until=ours).update(
+                next_attempt_at=later, locked_until=None
+            )
+            return "deferred"
+        self.secrets[delivery.agent_id] = delivery.agent.signing_secrets()
+        self._send([_Claimed(*(getattr(delivery, column) for column in _Claimed.COLUMNS))])
         return None
 
     def run(self) -> None:
@@ -205,12 +201,14 @@ class Sender:
         if agents:
             by_key = dict(zip(keys, agents, strict=True))
             with connection.cursor() as cursor:
-                # LIMIT stops the scan at the first n locks taken, so no more are held.
+                # LIMIT stops the scan at the first n locks taken, so no more are
+                # held; CASE, because the planner may reorder the tests of an AND.
                 cursor.execute(
                     "SELECT w.agent, s.slot FROM unnest(%s::int[], %s::int[]) AS w(agent, n)"
                     " CROSS JOIN LATERAL (SELECT slot FROM generate_series(0, %s - 1) AS slot"
-                    "  WHERE NOT (w.agent::bigint * 65536 + slot = ANY(%s::bigint[]))"
-                    "  AND pg_try_advisory_lock(%s + slot, w.agent) LIMIT w.n) AS s",
+                    "  WHERE CASE WHEN w.agent::bigint * 65536 + slot = ANY(%s::bigint[])"
+                    "   THEN false ELSE pg_try_advisory_lock(%s + slot, w.agent) END"
+                    "  LIMIT w.n) AS s",
                     [keys, counts, self.limit, mine, SLOT_NAMESPACE],
                 )
                 for key, slot in cursor.fetchall():
