@@ -646,7 +646,14 @@ class Delivery(models.Model):
                 fields=["next_attempt_at"],
                 condition=Q(status="pending"),
                 name="delivery_pending_next",
-            )
+            ),
+            # A sender takes each agent's next few (approvals.callbacks.Sender):
+            # found here without reading past another agent's backlog.
+            models.Index(
+                fields=["agent", "next_attempt_at", "id"],
+                condition=Q(status="pending"),
+                name="delivery_pending_agent",
+            ),
         ]
 
     def __str__(self) -> str:
