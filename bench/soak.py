@@ -21,7 +21,7 @@ request as the receiver kit acted on them (lost, doubled); create and decide
 latency with and without the waits; wake-up latency of the waits; and
 ``verify_audit``. Exits 1 when a goal is missed.
 
-    .venv/bin/python bench/soak.py            # the full soak (about 4 minutes)
+    .venv/bin/python bench/soak.py            # the full soak (about 10 minutes)
     .venv/bin/python bench/soak.py --quick    # the short one the slow tests run
 
 The callback schedule is compressed (``0,1,2,4,8,16`` seconds) so that the
@@ -66,8 +66,8 @@ class Plan:
     # Over which the requests are created: 10 a second. Everything (web, two
     # workers, beat, PostgreSQL, Redis and this client) shares two cores here,
     # and one request with its decisions, deadlines, notifications and
-    # callbacks costs about 60-100 ms of CPU in all (printed at the end): at
-    # 25 a second the machine itself is the bottleneck, not any one party.
+    # callbacks costs about 200 ms of CPU in all (printed at the end): at 25 a
+    # second the machine itself would be the bottleneck, not any one party.
     seconds: float = 150.0
     waits: int = 1000
     probes: int = 200  # creates and decisions timed with and without the waits
