@@ -42,6 +42,23 @@ def setup(*, fresh: bool = False) -> None:
     call_command("flush", interactive=False, verbosity=0)
 
 
+def process_env(logs, **extra: str) -> dict[str, str]:
+    """The environment for the service's own processes (web, workers, beat) a
+    benchmark starts: this one's, on the same database, quiet, mail kept in
+    memory, plus ``extra``."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        APPROVALS_VAR_DIR=str(logs), LOG_LEVEL="WARNING",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    )  # fmt: skip
+    env.update(extra)
+    return env
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {

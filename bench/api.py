@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from _django import ROOT, organisation, percentiles, setup
+from _django import ROOT, organisation, percentiles, process_env, setup
 
 BODY = {
     "action": "bench.pay",
@@ -167,7 +167,6 @@ def main() -> None:
 
 
 def notify_latency(count: int, workers: int, key: str, logs: Path) -> None:
-    from django.db import connection
 
     from approvals.models import Notification
     from tests.processes import Processes, RedisServer, wait_for
@@ -176,13 +175,9 @@ def notify_latency(count: int, workers: int, key: str, logs: Path) -> None:
     redis = RedisServer(logs)
     redis.start()
     os.environ["REDIS_URL"] = redis.url
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        APPROVALS_VAR_DIR=str(logs), LOG_LEVEL="WARNING",
-        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
-    )  # fmt: skip
+    env = process_env(
+        logs,
+    )
     processes = Processes(logs, env)
     port = free_port()
     server = start_gunicorn(port, workers, "approvals_site.settings", logs)

@@ -22,7 +22,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from _django import ROOT, organisation, percentiles, setup
+from _django import ROOT, organisation, percentiles, process_env, setup
 
 GOAL = 500  # deliveries a second, one worker process (issue 12)
 
@@ -38,7 +38,6 @@ def main() -> None:
     os.environ["APPROVALS_ALLOW_PRIVATE_CALLBACKS"] = "true"
     setup()
     sys.path.insert(0, str(ROOT))
-    from django.db import connection
 
     from approvals import actions
     from approvals.agents import create_agent
@@ -53,13 +52,9 @@ def main() -> None:
     redis.start()
     os.environ["REDIS_URL"] = redis.url
     app.conf["CELERY_BROKER_URL"] = redis.url  # the settings' name (celery 5.6)
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        APPROVALS_VAR_DIR=str(logs), LOG_LEVEL="WARNING",
-        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
-    )  # fmt: skip
+    env = process_env(
+        logs,
+    )
     processes = Processes(logs, env)
     with Receiver() as receiver:
         agent = create_agent("bench", callback_url=receiver.url).agent

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from _django import ROOT, organisation, percentiles, setup
+from _django import ROOT, organisation, percentiles, process_env, setup
 
 DUE = 1_000
 
@@ -94,7 +93,6 @@ def time_sweep(not_due: int) -> float:
 def lag_run(
     *, timers: bool, count: int = 1000, spread: float = 20.0, engine_lane: bool = False
 ) -> None:
-    from django.db import connection
     from django.utils import timezone
 
     from approvals.models import ApprovalRequest, AuditEvent
@@ -106,14 +104,11 @@ def lag_run(
     logs = Path(tempfile.mkdtemp(prefix="bench-escalation-"))
     redis = RedisServer(logs)
     redis.start()
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        REDIS_URL=redis.url, APPROVALS_VAR_DIR=str(logs), LOG_LEVEL="WARNING",
-        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    env = process_env(
+        logs,
+        REDIS_URL=redis.url,
         APPROVALS_TIMER_LOOKAHEAD_SECONDS="60" if timers else "0",
-    )  # fmt: skip
+    )
     processes = Processes(logs, env)
     try:
         if engine_lane:  # as the README advises: the engine's lane on a worker of its own

@@ -54,7 +54,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/counte
 os.environ.setdefault("SECRET_KEY", "soak-not-secret-" + "x" * 40)
 os.environ.setdefault("AUDIT_KEY", "soak-audit-key-not-secret")
 
-from bench._django import ROOT, percentiles, setup
+from bench._django import ROOT, percentiles, process_env, setup
 
 GOAL_LATENESS_S = 2.0
 SCHEDULE = "0,1,2,4,8,16"
@@ -325,8 +325,6 @@ class Soak:
             self.tokens[name] = "Token " + words[-1]
 
     def start(self) -> None:
-        from django.db import connection
-
         from tests.processes import Processes, RedisServer, free_port, wait_for
 
         self.receiver = GoodReceiver(self.good_credentials.signing_secret)
@@ -338,18 +336,17 @@ class Soak:
 
         self.redis = RedisServer(self.logs)
         self.redis.start()
-        db = connection.settings_dict
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            REDIS_URL=self.redis.url, APPROVALS_VAR_DIR=str(self.logs), LOG_LEVEL="WARNING",
-            APPROVALS_ALLOW_PRIVATE_CALLBACKS="true", APPROVALS_CALLBACK_SCHEDULE=SCHEDULE,
-            EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", DEBUG="false",
+        env = process_env(
+            self.logs,
+            REDIS_URL=self.redis.url,
+            APPROVALS_ALLOW_PRIVATE_CALLBACKS="true",
+            APPROVALS_CALLBACK_SCHEDULE=SCHEDULE,
+            DEBUG="false",
             DJANGO_SETTINGS_MODULE="approvals_site.settings",
             # Two reviewers stand in for a whole review team here: the per-reviewer
             # rate (300/min by default) would answer their decisions with 429.
             APPROVALS_REVIEWER_RATE_LIMIT="100000/min",
-        )  # fmt: skip
+        )
         self.processes = Processes(self.logs, env)
         port = free_port()
         self.web_port = port

@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from _django import ROOT, organisation, percentiles, setup
+from _django import ROOT, organisation, percentiles, process_env, setup
 
 CLIENTS = 8
 
@@ -45,7 +45,6 @@ def main() -> None:
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     setup()
     sys.path.insert(0, str(ROOT))
-    from django.db import connection
     from rest_framework.authtoken.models import Token
 
     from approvals.agents import create_agent
@@ -58,13 +57,10 @@ def main() -> None:
     token = Token.objects.create(user=reviewer).key
     agent = create_agent("bench", rate_limit="1000000/min", max_waits=args.waits + 10)
     logs = Path(tempfile.mkdtemp(prefix="bench-waits-"))
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        APPROVALS_VAR_DIR=str(logs), LOG_LEVEL="WARNING",
+    env = process_env(
+        logs,
         APPROVALS_REVIEWER_RATE_LIMIT="1000000/min",
-    )  # fmt: skip
+    )
     port = free_port()
     processes = Processes(logs, env)
     command = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}"]
