@@ -15,6 +15,8 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "approvals_site.settings")
 
-app = Celery("approvals_site")
+# Celery's Django fixup, but one that keeps Django's connection pool between
+# tasks (approvals_site/celery_fixup.py).
+app = Celery("approvals_site", fixups=["approvals_site.celery_fixup:fixup"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
