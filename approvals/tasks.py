@@ -45,8 +45,8 @@ def seal_audit() -> int:
 
 # Each channel bounds its own sends (10 s each); the notification's lease is 60 s.
 @shared_task(name=lanes.SEND_NOTIFICATION, soft_time_limit=45, time_limit=55)
-def send_notification(notification_id: int) -> bool:
-    return notifications.send(notification_id)
+def send_notification(notification_id: int, lease: str | None = None) -> bool:
+    return notifications.send(notification_id, lease=_moment(lease) if lease else None)
 
 
 @shared_task(name=lanes.FAN_OUT_NOTIFICATIONS)
@@ -61,10 +61,10 @@ def fan_out_notifications(notification_ids: list[int]) -> int:
 def sweep_outboxes() -> int:
     """Hand the notifications a lost task left behind to the notifications lane
     (never send them here: the engine's lane does not wait on the network)."""
-    ids = notifications.unsent_ids()
-    for notification_id in ids:
-        send_notification.delay(notification_id)
-    return len(ids)
+    taken = notifications.hand_over_unsent()
+    for notification_id, lease in taken:
+        send_notification.delay(notification_id, lease.isoformat())
+    return len(taken)
 
 
 _SOFT, _HARD = callbacks.task_time_limits()

@@ -299,8 +299,23 @@ class TestMail:
         assert notifications.send(notification.pk) is False
         notification.refresh_from_db()
         assert notification.sent_at is None and "refused" in notification.last_error
-        after(clock, seconds=11)
-        assert notifications.unsent_ids() == [notification.pk]
+        after(clock, seconds=31)
+        assert [pk for pk, _ in notifications.hand_over_unsent()] == [notification.pk]
+
+    def test_the_outbox_sweep_hands_a_late_notification_over_once(self, invoice, clock):
+        # Its lane runs behind: the row is handed to one new task, not to one
+        # more every ten seconds; the task with the lease sends it, no other.
+        notification = Notification.objects.get(request_id=invoice["id"], kind="new")
+        after(clock, seconds=31)
+        [(pk, lease)] = notifications.hand_over_unsent()
+        assert pk == notification.pk
+        after(clock, seconds=10)
+        assert notifications.hand_over_unsent() == []
+        assert notifications.send(pk) is False
+        assert mail.outbox == []
+        assert notifications.send(pk, lease=lease) is True
+        assert len(mail.outbox) == 1
+        assert notifications.send(pk, lease=lease) is False
 
 
 class FailingBackend:

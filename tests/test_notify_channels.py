@@ -105,4 +105,4 @@ def test_a_role_nobody_can_be_reached_in_is_an_error_not_a_sent_notification(inv
     assert notification.sent_at is None
     assert "nobody to reach" in notification.last_error
     assert "finance-manager" in notification.last_error
-    assert notifications.unsent_ids(older_than=timedelta(0)) == []  # retrying cannot help
+    assert notifications.hand_over_unsent(older_than=timedelta(0)) == []  # retrying cannot help
