@@ -33,7 +33,16 @@ from approvals.models import (
     Status,
     Ticket,
 )
-from approvals.transitions import append, finish, queue_terminal_callback, transition
+from approvals.transitions import (
+    CALLBACK_TYPES,
+    append,
+    finish,
+    notify_terminal_many,
+    queue_terminal_callback,
+    terminal_changes,
+    terminal_data,
+    transition,
+)
 from policies.durations import iso_instant
 from policies.models import PolicyVersion, Role
 from policies.spec import OnTimeout
@@ -132,7 +141,7 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> SweepResult:
                 if bulk:  # partitioned first: escalating changes a row's level
                     ending = [row for row in rows if row.is_last_level]
                     _escalate_chunk([row for row in rows if not row.is_last_level], roles, counts)
-                    rows = ending
+                    rows = _time_out_chunk(ending, counts)
                 for request in rows:
                     outcome = _handle_safely(request, roles)
                     if outcome:
@@ -207,6 +216,29 @@ def _escalate_chunk(
         outcome = _handle_safely(request, roles)
         if outcome:
             counts[outcome] += 1
+
+
+def _time_out_chunk(ending: list[ApprovalRequest], counts: dict[str, int]) -> list[ApprovalRequest]:
+    """End ``ending`` in one set-based step (``time_out_many``), adding to
+    ``counts``; returns the rows left to handle one by one: none, or all of
+    them, reloaded, if that step raised (it rolls back alone)."""
+    if not ending:
+        return []
+    mark = sla.pending_count()
+    try:
+        with transaction.atomic():
+            counts["finished"] += time_out_many(ending)
+        return []
+    except Exception:
+        sla.forget_since(mark)
+        logger.warning(
+            "bulk timeout of %d requests failed; handling them one by one",
+            len(ending), exc_info=True,
+        )  # fmt: skip
+    # The objects carry what the rolled-back step wrote on them: read them again.
+    roles = {row.owner_role.name: row.owner_role for row in ending}
+    again = ApprovalRequest.objects.filter(pk__in=[row.pk for row in ending])
+    return _with_related(list(again.order_by("due_at")), roles)
 
 
 def fire(request_id: RequestId, *, level: int, due_at: datetime) -> str | None:
@@ -504,16 +536,14 @@ def _exact(moment: datetime | None) -> str | None:
 def time_out(request: ApprovalRequest) -> bool:
     """The last deadline passed: the rule's on_timeout outcome, and a ticket
     for manual review where the rule asks for one."""
-    status = Status(OnTimeout(request.on_timeout).status)
-    if status == Status.APPROVED and not request.fail_open:
-        status = Status.EXPIRED  # validation forbids this; never approve on silence by accident
+    status = _timeout_status(request)
     now = timezone.now()
     with transaction.atomic(savepoint=False):
         done = finish(
             request,
             status,
             by=SYSTEM,
-            reason=f"No decision before the level {request.level} deadline.",
+            reason=_timeout_reason(request),
             actor=SYSTEM,
             payload=request.payload if status == Status.APPROVED else None,
             extra={"late_seconds": round((now - request.deadline).total_seconds(), 3)},
@@ -534,6 +564,160 @@ def time_out(request: ApprovalRequest) -> bool:
         queue_terminal_callback(request)
     logger.info("request %s ended %s on timeout", request.pk, status)
     return True
+
+
+# ``time_out`` applied to a set: one conditional UPDATE of every row on the
+# state it was loaded in (pending, level, deadline, audit head), writing its
+# outcome and new head; the events, tickets, notifications and callbacks of
+# exactly the rows it updated follow in bulk, in the same transaction.
+_TIME_OUT_MANY = f"""
+    UPDATE {_REQUESTS} AS r
+    SET status = v.status, due_at = NULL, remind_at = NULL, decided_at = %(now)s,
+        decided_by = v.decided_by, decision_reason = v.reason,
+        decision_payload = v.payload, decision_payload_sha256 = v.payload_sha256,
+        decision_edited = v.edited, claimed_by_id = NULL, claimed_at = NULL,
+        updated_at = %(now)s, decision_seconds = v.decision_seconds, sla_met = v.sla_met,
+        audit_seq = v.was_seq + 1, audit_head = v.head
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(
+        id uuid, was_level smallint, was_due timestamptz, was_seq integer, status varchar,
+        decided_by jsonb, reason text, payload jsonb, payload_sha256 varchar, edited boolean,
+        decision_seconds double precision, sla_met boolean, head varchar)
+    WHERE r.id = ANY(%(ids)s::uuid[]) AND r.id = v.id
+      AND r.status = 'pending' AND r.level = v.was_level
+      AND r.due_at = v.was_due AND r.audit_seq = v.was_seq
+    RETURNING r.id
+"""
+# The ticket events move the heads once more (rows this transaction holds).
+_MOVE_HEADS = f"""
+    UPDATE {_REQUESTS} AS r SET audit_seq = v.seq, audit_head = v.head
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(id uuid, was_seq integer, seq integer,
+                                                 head varchar)
+    WHERE r.id = ANY(%(ids)s::uuid[]) AND r.id = v.id AND r.audit_seq = v.was_seq
+"""
+
+
+def time_out_many(requests: list[ApprovalRequest]) -> int:
+    """``time_out`` for many requests whose last deadline passed (PostgreSQL),
+    with the same guarantees and the same story: the outcome event (and the
+    late seconds), a ticket and its event and notification where the rule
+    asks for one, the requester told, the terminal callback, the wait woken;
+    for exactly the rows the conditional UPDATE changed. Returns how many
+    ended."""
+    now = timezone.now()
+    plans = []
+    for request in requests:
+        status = _timeout_status(request)
+        changes = terminal_changes(
+            request, status, by=SYSTEM, reason=_timeout_reason(request),
+            payload=request.payload if status == Status.APPROVED else None, now=now,
+        )  # fmt: skip
+        data = terminal_data(
+            changes, {"late_seconds": round((now - request.deadline).total_seconds(), 3)}
+        )
+        event = audit.prepare(request, AuditEvent.Kind(status), actor=SYSTEM, data=data, at=now)
+        plans.append((request, changes, event))
+    rows = [
+        {
+            "id": str(request.pk),
+            "was_level": request.level,
+            "was_due": _exact(request.deadline),
+            "was_seq": request.audit_seq,
+            "status": changes["status"],
+            "decided_by": changes["decided_by"],
+            "reason": changes["decision_reason"],
+            "payload": changes["decision_payload"],
+            "payload_sha256": changes["decision_payload_sha256"],
+            "edited": changes["decision_edited"],
+            "decision_seconds": changes["decision_seconds"],
+            "sla_met": changes["sla_met"],
+            "head": event.hash,
+        }
+        for request, changes, event in plans
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TIME_OUT_MANY,
+            {"rows": json.dumps(rows), "now": now, "ids": [row["id"] for row in rows]},
+        )
+        moved = {row[0] for row in cursor.fetchall()}
+    done = [(request, changes, event) for request, changes, event in plans if request.pk in moved]
+    if not done:
+        return 0
+    ended = []
+    for request, changes, event in done:
+        was_due = request.deadline
+        for name, value in changes.items():
+            setattr(request, name, value)
+        request.audit_seq, request.audit_head = event.seq, event.hash
+        ended.append((request, was_due))
+    AuditEvent.objects.bulk_create([event for _, _, event in done])
+    for request, _ in ended:
+        sla.record(request, request.status, SYSTEM)
+        if request.status in (Status.DENIED, Status.EXPIRED):
+            outbox.notify_requester(request)
+    _open_tickets([request for request, _ in ended if request.ticket_on_timeout])
+    for request, _ in ended:
+        if not request.ticket_on_timeout:
+            # It has no ticket, and its callback's body says so without a query.
+            ApprovalRequest.ticket.related.set_cached_value(request, None)
+    notify_terminal_many([request.pk for request, _ in ended])
+    outbox.queue_callbacks(
+        [request for request, _ in ended],
+        {request.pk: CALLBACK_TYPES[request.status] for request, _ in ended},
+    )
+    logger.info(
+        "%d requests ended on timeout, up to %.1fs after their deadlines",
+        len(ended), max((now - was_due).total_seconds() for _, was_due in ended),
+    )  # fmt: skip
+    return len(ended)
+
+
+KIND_TICKET = Notification.Kind.TICKET
+
+
+def _open_tickets(requests: list[ApprovalRequest]) -> None:
+    """The tickets of requests that ended on timeout in this transaction,
+    with their ``ticket_opened`` events and notifications, in bulk."""
+    tickets = Ticket.objects.bulk_create(
+        [Ticket(request=request, role=request.owner_role) for request in requests]
+    )
+    events, heads = [], []
+    for request, ticket in zip(requests, tickets, strict=True):
+        event = audit.prepare(
+            request, AuditEvent.Kind.TICKET_OPENED, actor=SYSTEM,
+            data={"ticket": ticket.pk, "role": ticket.role.name},
+        )  # fmt: skip
+        heads.append(
+            {"id": str(request.pk), "was_seq": request.audit_seq, "seq": event.seq,
+             "head": event.hash}
+        )  # fmt: skip
+        request.audit_seq, request.audit_head = event.seq, event.hash
+        events.append(event)
+    if not events:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_MOVE_HEADS, {"rows": json.dumps(heads), "ids": [h["id"] for h in heads]})
+        if cursor.rowcount != len(heads):
+            raise RuntimeError("a ticket's request changed under its own transaction")
+    AuditEvent.objects.bulk_create(events)
+    notes = Notification.objects.bulk_create(
+        [
+            Notification(request=request, kind=KIND_TICKET, role=ticket.role, level=request.level)
+            for request, ticket in zip(requests, tickets, strict=True)
+        ]
+    )
+    outbox.notified([note.pk for note in notes])
+
+
+def _timeout_status(request: ApprovalRequest) -> Status:
+    status = Status(OnTimeout(request.on_timeout).status)
+    if status == Status.APPROVED and not request.fail_open:
+        return Status.EXPIRED  # validation forbids this; never approve on silence by accident
+    return status
+
+
+def _timeout_reason(request: ApprovalRequest) -> str:
+    return f"No decision before the level {request.level} deadline."
 
 
 def remind(request_id: RequestId, *, remind_at: datetime) -> int:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from approvals import lanes
 from approvals.callbacks import lease_seconds
-from approvals.models import ApprovalRequest, Delivery, Notification
+from approvals.models import ApprovalRequest, Delivery, Notification, RequestId
 from approvals.representation import RequestSerializer
 from policies.durations import iso_instant
 from policies.models import Role
@@ -62,8 +62,10 @@ def notify_requester(request: ApprovalRequest) -> Notification | None:
     from django.contrib.auth import get_user_model
 
     username = request.on_behalf_of
+    if username is None:
+        return None
     user = get_user_model().objects.filter(username=username, is_active=True).first()
-    if username is None or user is None:
+    if user is None:
         return None
     notification = Notification.objects.create(
         request=request,
@@ -82,6 +84,41 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
     if not url:
         return None
     now = timezone.now()
+    # The first attempt's task is handed this lease, so the sweep leaves the
+    # delivery alone unless that task is lost (then the lease runs out).
+    lease = now + timedelta(seconds=lease_seconds())
+    delivery = _delivery(request, event_type, now, lease)
+    delivery.save(force_insert=True)
+    transaction.on_commit(lambda: enqueue_delivery(delivery.pk, lease))
+    return delivery
+
+
+def queue_callbacks(requests: list[ApprovalRequest], event_type: dict[RequestId, str]) -> int:
+    """``queue_callback`` for many requests (one INSERT): ``event_type`` by
+    request id. Returns how many were queued (requests without a URL get none)."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=lease_seconds())
+    deliveries = Delivery.objects.bulk_create(
+        [
+            _delivery(request, event_type[request.pk], now, lease)
+            for request in requests
+            if request.callback_url
+        ]
+    )
+    ids = [delivery.pk for delivery in deliveries]
+
+    def enqueue() -> None:
+        for delivery_id in ids:
+            enqueue_delivery(delivery_id, lease)
+
+    if ids:
+        transaction.on_commit(enqueue)
+    return len(ids)
+
+
+def _delivery(
+    request: ApprovalRequest, event_type: str, now: datetime, lease: datetime
+) -> Delivery:
     body = json.dumps(
         {
             "type": event_type,
@@ -91,22 +128,17 @@ def queue_callback(request: ApprovalRequest, event_type: str) -> Delivery | None
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    # The first attempt's task is handed this lease, so the sweep leaves the
-    # delivery alone unless that task is lost (then the lease runs out).
-    lease = now + timedelta(seconds=lease_seconds())
-    delivery = Delivery.objects.create(
+    return Delivery(
         webhook_id=f"msg_{uuid.uuid4().hex}",
         locked_until=lease,
         request=request,
         agent_id=request.agent_id,
         event_type=event_type,
-        url=url,
+        url=request.callback_url,
         body=body,
         next_attempt_at=now,
         created_at=now,
     )
-    transaction.on_commit(lambda: enqueue_delivery(delivery.pk, lease))
-    return delivery
 
 
 def enqueue_delivery(delivery_id: int, lease: datetime) -> None:

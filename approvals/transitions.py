@@ -119,25 +119,8 @@ def finish(
     callback, all in the caller's transaction.
     """
     now = timezone.now()
-    fields = {
-        "status": status,
-        "due_at": None,
-        "remind_at": None,
-        "decided_at": now,
-        "decided_by": by,
-        "decision_reason": reason,
-        "decision_payload": payload,
-        "decision_payload_sha256": sha256_hex(payload) if payload is not None else "",
-        "decision_edited": payload is not None and payload != request.payload,
-        "claimed_by": None,
-        "claimed_at": None,
-        "updated_at": now,
-        **sla.decision_fields(request, status, by, now),
-    }
-    data = {"outcome": status, "by": by, "reason": reason, **(extra or {})}
-    if payload is not None:
-        data["payload_sha256"] = fields["decision_payload_sha256"]
-        data["edited"] = fields["decision_edited"]
+    fields = terminal_changes(request, status, by=by, reason=reason, payload=payload, now=now)
+    data = terminal_data(fields, extra)
     with transaction.atomic(savepoint=False):
         if not transition(
             request,
@@ -157,6 +140,58 @@ def finish(
         if callback:
             queue_terminal_callback(request)
     return True
+
+
+def terminal_changes(
+    request: ApprovalRequest,
+    status: str,
+    *,
+    by: dict,
+    reason: str,
+    payload: dict | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """What ending ``request`` as ``status`` writes on its row (``finish``,
+    and the sweep's set-based timeouts)."""
+    return {
+        "status": status,
+        "due_at": None,
+        "remind_at": None,
+        "decided_at": now,
+        "decided_by": by,
+        "decision_reason": reason,
+        "decision_payload": payload,
+        "decision_payload_sha256": sha256_hex(payload) if payload is not None else "",
+        "decision_edited": payload is not None and payload != request.payload,
+        "claimed_by": None,
+        "claimed_at": None,
+        "updated_at": now,
+        **sla.decision_fields(request, status, by, now),
+    }
+
+
+def terminal_data(changes: dict[str, Any], extra: dict | None = None) -> dict:
+    """The outcome event's data for ``terminal_changes``."""
+    data = {
+        "outcome": changes["status"],
+        "by": changes["decided_by"],
+        "reason": changes["decision_reason"],
+        **(extra or {}),
+    }
+    if changes["decision_payload"] is not None:
+        data["payload_sha256"] = changes["decision_payload_sha256"]
+        data["edited"] = changes["decision_edited"]
+    return data
+
+
+def notify_terminal_many(request_ids: list[RequestId]) -> None:
+    """``notify_terminal`` for many requests, in one statement."""
+    if connection.vendor == "postgresql" and request_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_notify(%s, id) FROM unnest(%s::text[]) AS id",
+                [TERMINAL_CHANNEL, [str(pk) for pk in request_ids]],
+            )
 
 
 def queue_terminal_callback(request: ApprovalRequest) -> None:

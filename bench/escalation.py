@@ -14,6 +14,7 @@
    engine's lane on a worker of its own (goal: p99 under 1 s).
 
     .venv/bin/python bench/escalation.py --only-burst   # just 3.
+    .venv/bin/python bench/escalation.py --only-sweeps  # just 1.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def requests_factory():
     )  # fmt: skip
 
 
-def fill(not_due: int, due: int) -> None:
+def fill(not_due: int, due: int, *, last_level: bool = False) -> None:
     from django.db import connection
     from django.utils import timezone
 
@@ -65,6 +66,9 @@ def fill(not_due: int, due: int) -> None:
     batch = []
     for n in range(not_due + due):
         batch.append(row(now + timedelta(hours=1) if n >= due else now - timedelta(seconds=1)))
+        if last_level and n < due:
+            batch[-1].level = len(batch[-1].levels)
+            batch[-1].callback_url = "http://127.0.0.1:9/hook"
         if len(batch) == 5000:
             ApprovalRequest.objects.bulk_create(batch)
             batch = []
@@ -87,6 +91,20 @@ def time_sweep(not_due: int) -> float:
         f"sweep with {not_due:>7,} not due + {DUE:,} due: {elapsed:.2f} s "
         f"({DUE / elapsed:,.0f} escalations/s)"
     )
+    return elapsed
+
+
+def time_timeouts() -> float:
+    """One sweep of DUE requests at their last level (on_timeout: expire)."""
+    from approvals import escalation
+
+    fill(10_000, DUE, last_level=True)
+    started = time.perf_counter()
+    result = escalation.sweep()
+    elapsed = time.perf_counter() - started
+    assert result.finished == DUE, result
+    print(f"sweep with 10,000 not due + {DUE:,} due at their last level: {elapsed:.2f} s "
+          f"({DUE / elapsed:,.0f} timeouts/s, each with its callback)")  # fmt: skip
     return elapsed
 
 
@@ -149,6 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument("--only-burst", action="store_true", help="just the 10,000 in a second")
+    parser.add_argument("--only-sweeps", action="store_true", help="just the one-sweep timings")
     args = parser.parse_args()
     setup()
     from approvals.agents import create_agent
@@ -168,7 +187,8 @@ def main() -> None:
     big = time_sweep(100_000)
     small = time_sweep(10_000)
     print(f"ratio 100k/10k open: {big / small:.2f} (goal: within 1.3)")
-    if not args.skip_lag:
+    time_timeouts()
+    if not (args.skip_lag or args.only_sweeps):
         lag_run(timers=False)
         lag_run(timers=True)
         # 10,000 deadlines in the same second (goal: p99 under 1 s).

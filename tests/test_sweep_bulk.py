@@ -7,6 +7,7 @@ racing over the same rows escalate each exactly once."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from threading import Barrier
@@ -201,4 +202,164 @@ def test_a_chunk_that_fails_after_its_statement_goes_row_by_row_from_the_loaded_
     assert Ownership.objects.filter(request_id__in=ids, level=2).count() == 6
     callbacks = Delivery.objects.filter(request_id__in=ids, event_type="approval.escalated")
     assert callbacks.count() == 6
+    assert list(audit.verify()) == []
+
+
+# --- the last level: timeouts (approvals.escalation.time_out_many) ---------------------------
+
+REFUND = {
+    "action": "refund.issue",
+    "summary": "Refund order 7",
+    "context": {"amount": 40.0},
+    "payload": {"order": 7},
+    "requester": {"on_behalf_of": "sam"},
+}
+
+
+def at_last_level(watcher, invoices: int, refunds: int) -> list[str]:
+    """Requests due at their last level by Friday 4 December 2026, 12:35 Berlin:
+    invoices (expire, with a ticket) and refunds (deny, no ticket)."""
+
+    def create(body: dict, count: int) -> list[str]:
+        return [
+            watcher.post("/api/v1/requests", body, format="json").json()["id"] for _ in range(count)
+        ]
+
+    with time_machine.travel(berlin(2026, 12, 4, 10, 0), tick=False):
+        ids = create(INVOICE, invoices)
+    with time_machine.travel(berlin(2026, 12, 4, 10, 31), tick=False):
+        escalation.sweep()  # to the cfo, due 12:31
+    with time_machine.travel(berlin(2026, 12, 4, 12, 20), tick=False):
+        return ids + create(REFUND, refunds)  # one level, due 12:35
+
+
+def story(request_id: str) -> list[tuple[str, list[str]]]:
+    events = AuditEvent.objects.filter(request_id=request_id).order_by("seq")
+    return [(event.kind, sorted(event.data)) for event in events]
+
+
+def outbox_of(request_id: str) -> tuple[list[str], list[str]]:
+    notes = Notification.objects.filter(request_id=request_id).order_by("pk")
+    deliveries = Delivery.objects.filter(request_id=request_id).order_by("pk")
+    return list(notes.values_list("kind", flat=True)), [
+        d.event_type for d in deliveries if d.event_type != "approval.escalated"
+    ]
+
+
+@pytest.fixture
+def watcher(config):
+    return agent_client(create_agent("watcher", callback_url="http://127.0.0.1:9/hook"))
+
+
+@postgresql_only
+def test_one_sweep_ends_each_row_with_the_story_one_at_a_time_would_write(watcher):
+    from approvals.models import DecisionStat, Ticket
+
+    ids = at_last_level(watcher, invoices=6, refunds=4)
+    invoices, refunds = ids[:6], ids[6:]
+    # The reference: one invoice and one refund ended by time_out, row by row.
+    with time_machine.travel(berlin(2026, 12, 4, 12, 36), tick=False):
+        for reference in (invoices[0], refunds[0]):
+            assert escalation.time_out(loaded([reference])[0])
+        result = escalation.sweep()
+
+    assert result.finished == 8
+    for group, outcome in ((invoices, "expired"), (refunds, "denied")):
+        expected_story, expected_outbox = story(group[0]), outbox_of(group[0])
+        for request_id in group[1:]:
+            assert story(request_id) == expected_story
+            assert outbox_of(request_id) == expected_outbox
+        for request in ApprovalRequest.objects.filter(pk__in=group):
+            assert request.status == outcome and request.due_at is None
+            assert request.decided_by == {"system": "timeout"}
+            last = AuditEvent.objects.filter(request=request).latest("seq")
+            assert (last.seq, last.hash) == (request.audit_seq, request.audit_head)
+            late = AuditEvent.objects.get(request=request, kind=outcome).data["late_seconds"]
+            assert late > 0
+    assert [kind for kind, _ in story(invoices[3])][-2:] == ["expired", "ticket_opened"]
+    notes, callbacks = outbox_of(invoices[3])
+    assert (notes, callbacks) == (["new", "escalated", "outcome", "ticket"], ["approval.expired"])
+    assert Ticket.objects.filter(request_id__in=invoices).count() == 6
+    assert not Ticket.objects.filter(request_id__in=refunds).exists()
+    for delivery in Delivery.objects.filter(request_id__in=ids, event_type="approval.expired"):
+        ticket = Ticket.objects.get(request_id=delivery.request_id)
+        body = json.loads(delivery.body)["data"]
+        assert body["ticket"] == {"id": str(ticket.pk), "status": "open"}
+        assert body["decision"]["outcome"] == "expired"
+    for delivery in Delivery.objects.filter(request_id__in=ids, event_type="approval.denied"):
+        assert json.loads(delivery.body)["data"]["ticket"] is None
+    assert sum(DecisionStat.objects.filter(timed_out=True).values_list("count", flat=True)) == 10
+    assert list(audit.verify()) == []
+
+
+@postgresql_only
+def test_rows_decided_or_cancelled_since_they_were_loaded_do_not_time_out(watcher, carol):
+    ids = at_last_level(watcher, invoices=5, refunds=0)
+    stale = loaded(ids)
+    decided, cancelled = ids[0], ids[1]
+    with time_machine.travel(berlin(2026, 12, 4, 12, 30), tick=False):
+        assert decide(carol, decided, "approve").status_code == 200
+        assert watcher.post(f"/api/v1/requests/{cancelled}/cancel").status_code == 200
+
+    with time_machine.travel(berlin(2026, 12, 4, 12, 36), tick=False):
+        assert escalation.time_out_many(stale) == 3
+
+    assert [kind for kind, _ in story(decided)] == ["created", "escalated", "approved"]
+    assert [kind for kind, _ in story(cancelled)] == ["created", "escalated", "cancelled"]
+    assert outbox_of(decided)[1] == ["approval.approved"]
+    assert not Notification.objects.filter(request_id__in=ids[:2], kind="ticket").exists()
+    assert Notification.objects.filter(request_id__in=ids, kind="ticket").count() == 3
+    assert list(audit.verify()) == []
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_two_sweeps_racing_over_the_same_last_level_end_each_once(config):
+    from approvals.models import Ticket
+
+    watcher = agent_client(create_agent("watcher", callback_url="http://127.0.0.1:9/hook"))
+    ids = at_last_level(watcher, invoices=30, refunds=30)
+    start = Barrier(2)
+
+    def sweep(_: int) -> int:
+        try:
+            rows = loaded(ids)  # both load every row before either writes
+            start.wait()
+            with transaction.atomic():
+                return escalation.time_out_many(rows)
+        finally:
+            connection.close()
+
+    with (
+        time_machine.travel(berlin(2026, 12, 4, 12, 36), tick=False),
+        ThreadPoolExecutor(2) as pool,
+    ):
+        counts = list(pool.map(sweep, range(2)))
+
+    assert sum(counts) == 60
+    assert Ticket.objects.filter(request_id__in=ids).count() == 30
+    for request_id in ids:
+        assert len([kind for kind, _ in story(request_id) if kind in ("expired", "denied")]) == 1
+        assert len(outbox_of(request_id)[1]) == 1
+    assert list(audit.verify()) == []
+
+
+@postgresql_only
+def test_a_timeout_chunk_that_fails_after_its_statement_goes_row_by_row(watcher, monkeypatch):
+    from approvals.models import Ticket
+
+    ids = at_last_level(watcher, invoices=4, refunds=2)
+
+    def blows_up(requests, event_types):
+        raise RuntimeError("serializer blew up")
+
+    monkeypatch.setattr(outbox, "queue_callbacks", blows_up)
+    with time_machine.travel(berlin(2026, 12, 4, 12, 36), tick=False):
+        result = escalation.sweep()
+
+    assert (result.finished, result.failed) == (6, 0)
+    assert Ticket.objects.filter(request_id__in=ids).count() == 4
+    for request_id in ids:
+        assert len(outbox_of(request_id)[1]) == 1
+        assert len([kind for kind, _ in story(request_id) if kind in ("expired", "denied")]) == 1
     assert list(audit.verify()) == []
