@@ -24,7 +24,7 @@ from django.utils import timezone
 from approvals import lanes
 from approvals.callbacks import lease_seconds
 from approvals.models import ApprovalRequest, Delivery, Notification, RequestId
-from approvals.representation import RequestSerializer
+from approvals.representation import represent
 from policies.durations import iso_instant
 from policies.models import Role
 
@@ -123,7 +123,7 @@ def _delivery(
         {
             "type": event_type,
             "timestamp": iso_instant(now),
-            "data": RequestSerializer(request).data,
+            "data": represent(request),
         },
         separators=(",", ":"),
         ensure_ascii=False,

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from approvals import errors as domain
-from approvals.representation import RequestSerializer
+from approvals.representation import represent
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 def conflict_response(exc: domain.Conflict) -> Response:
     """409 with the request resource, plus the usual code and detail."""
-    body = dict(RequestSerializer(exc.request).data)
+    body = dict(represent(exc.request))
     body.update(code=exc.code, detail=exc.detail)
     return Response(body, status=status.HTTP_409_CONFLICT)
 

@@ -40,6 +40,7 @@ from approvals.api.serializers import (
 from approvals.api.throttling import AgentRateThrottle, ReviewerRateThrottle
 from approvals.errors import NotVisible
 from approvals.models import Agent, ApprovalRequest, Status
+from approvals.representation import represent
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 413, 429)}
 LONG_POLL_INTERVAL = 0.25
@@ -112,7 +113,7 @@ class RequestsView(AgentAPIView):
             raise ValidationError({"Idempotency-Key": ["Use 1-255 characters."]})
         result = actions.create_request(_agent(request), body=body, idempotency_key=key)
         return Response(
-            RequestSerializer(result.request).data,
+            represent(result.request),
             status=status.HTTP_201_CREATED if result.changed else status.HTTP_200_OK,
         )
 
@@ -160,7 +161,7 @@ class RequestDetailView(AgentAPIView):
                     approval = _wait_until_terminal(approval, seconds)
                 finally:
                     throttling.release_wait(slot)
-        return Response(RequestSerializer(approval).data)
+        return Response(represent(approval))
 
 
 def _wait_until_terminal(approval: ApprovalRequest, seconds: int) -> ApprovalRequest:
@@ -204,7 +205,7 @@ class CancelView(AgentAPIView):
         body = _valid(CancelInSerializer, request.data or {})
         approval = _own_request(request, pk)
         approval = actions.cancel(approval.pk, agent=_agent(request), reason=body["reason"])
-        return Response(RequestSerializer(approval).data)
+        return Response(represent(approval))
 
 
 class DecisionView(ReviewerAPIView):
@@ -223,7 +224,7 @@ class DecisionView(ReviewerAPIView):
             reason=body["reason"],
             payload=body.get("payload"),
         )
-        return Response(RequestSerializer(_queryset().get(pk=result.request.pk)).data)
+        return Response(represent(_queryset().get(pk=result.request.pk)))
 
 
 class ClaimView(ReviewerAPIView):
@@ -235,7 +236,7 @@ class ClaimView(ReviewerAPIView):
     )
     def post(self, request: Request, pk: UUID) -> Response:
         result = actions.claim(pk, reviewer=request.user)
-        return Response(RequestSerializer(_queryset().get(pk=result.request.pk)).data)
+        return Response(represent(_queryset().get(pk=result.request.pk)))
 
 
 class UnclaimView(ReviewerAPIView):
@@ -247,4 +248,4 @@ class UnclaimView(ReviewerAPIView):
     )
     def post(self, request: Request, pk: UUID) -> Response:
         result = actions.unclaim(pk, reviewer=request.user)
-        return Response(RequestSerializer(_queryset().get(pk=result.request.pk)).data)
+        return Response(represent(_queryset().get(pk=result.request.pk)))
