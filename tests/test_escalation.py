@@ -352,6 +352,19 @@ class TestPreciseTimers:
         assert escalation.sweep().escalated == 0
         assert [e.kind for e in events(invoice["id"])].count("escalated") == 1
 
+    def test_a_late_timer_sweeps_the_whole_backlog(self, clock, bot, invoice):
+        # A worker restarted, say: its timers go off late, and the first one
+        # ends every due request in bulk instead of its own row alone.
+        others = [bot.post("/api/v1/requests", INVOICE, format="json").json() for _ in range(3)]
+        request = ApprovalRequest.objects.get(pk=invoice["id"])
+        after(clock, minutes=30, seconds=5)
+
+        assert escalation.fire(request.pk, level=1, due_at=request.due_at) == "swept"
+        ids = [invoice["id"], *(other["id"] for other in others)]
+        levels = ApprovalRequest.objects.filter(pk__in=ids).values_list("level", flat=True)
+        assert set(levels) == {2}
+        assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
+
     def test_an_early_timer_does_nothing(self, clock, invoice):
         request = ApprovalRequest.objects.get(pk=invoice["id"])
         assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
