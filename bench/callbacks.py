@@ -2,7 +2,7 @@
 and deliveries per second with one worker process (goal: 500/s, issue 12).
 
     .venv/bin/python bench/callbacks.py [--decisions 200] [--deliveries 2000]
-        [--pool solo|threads] [--concurrency 16] [--agents 8]
+        [--pool solo|threads] [--concurrency 16] [--agents 8] [--prefetch 32]
 
 A real Celery worker (one process: the solo pool, or threads) and beat on a
 Redis of the script's own deliver to a local HTTP/1.1 receiver that keeps
@@ -34,6 +34,10 @@ def main() -> None:
     parser.add_argument("--pool", choices=["solo", "threads"], default="solo")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--agents", type=int, default=1)
+    parser.add_argument(
+        "--prefetch", type=int, default=0,
+        help="the worker's --prefetch-multiplier (default: the settings', 1)",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ["APPROVALS_ALLOW_PRIVATE_CALLBACKS"] = "true"
     setup()
@@ -60,7 +64,10 @@ def main() -> None:
         agent = create_agent("bench", callback_url=receiver.url).agent
         try:
             pool = ["--pool=threads", f"--concurrency={args.concurrency}"]
-            processes.worker("worker", *(pool if args.pool == "threads" else ["--pool=solo"]))
+            options = pool if args.pool == "threads" else ["--pool=solo"]
+            if args.prefetch:
+                options.append(f"--prefetch-multiplier={args.prefetch}")
+            processes.worker("worker", *options)
             processes.beat()
             wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker")
 
@@ -124,6 +131,8 @@ def main() -> None:
             )  # fmt: skip
             elapsed = time.monotonic() - started
             how = "solo pool" if args.pool == "solo" else f"{args.concurrency} threads"
+            if args.prefetch:
+                how += f", prefetch {args.prefetch}"
             print(
                 f"throughput, one worker process ({how}, {args.agents} agents), keep-alive: "
                 f"{len(ids)} deliveries in {elapsed:.1f} s = {len(ids) / elapsed:.0f}/s "
