@@ -45,16 +45,15 @@ def main() -> None:
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     setup()
     sys.path.insert(0, str(ROOT))
-    from rest_framework.authtoken.models import Token
-
     from approvals.agents import create_agent
     from approvals.api.throttling import store
+    from approvals.tokens import issue_token
     from tests.processes import Processes, free_port, wait_for
 
     for key in store().client.scan_iter("countersign:*"):  # type: ignore[attr-defined]
         store().client.delete(key)  # type: ignore[attr-defined]  # a previous run's counters
     reviewer = organisation()
-    token = Token.objects.create(user=reviewer).key
+    token = issue_token(reviewer)
     agent = create_agent("bench", rate_limit="1000000/min", max_waits=args.waits + 10)
     logs = Path(tempfile.mkdtemp(prefix="bench-waits-"))
     env = process_env(
