@@ -189,7 +189,7 @@ def test_too_many_waits_get_429_and_a_dropped_wait_frees_its_slot(web, config):
     first.sock.shutdown(socket.SHUT_RDWR)  # the agent goes away mid-wait
     first.close()
     wait_for(lambda: _waits_held(bot.agent) == 0, timeout=10, what="the slot to be released")
-    response, body = web.call("GET", path.replace("60", "1"), key=bot.api_key)
+    response, body = web.call("GET", f"/api/v1/requests/{request_id}?wait=1", key=bot.api_key)
     assert (response.status, body.get("status")) == (200, "pending"), body
 
 
