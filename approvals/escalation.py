@@ -53,6 +53,7 @@ SYSTEM = {"system": "timeout"}
 ESCALATION_ACTOR = {"system": "escalation"}
 RETRY_BAD_ROW_AFTER = timedelta(seconds=30)
 LATE_TIMER = timedelta(seconds=1)  # see fire
+BATCH, CHUNK = 1000, 500  # rows a sweep loads at once, and commits at once (at most)
 # One sweep at a time (a session advisory lock: "CS" and 1; a single 64-bit
 # key, which PostgreSQL keeps apart from the callbacks' two-key slot locks).
 SWEEP_LOCK = 0x43530001
@@ -67,7 +68,7 @@ class SweepResult:
 
 
 def sweep(
-    *, batch: int = 1000, chunk: int = 500, now: datetime | None = None, wait: float = 0.0
+    *, batch: int = BATCH, chunk: int = CHUNK, now: datetime | None = None, wait: float = 0.0
 ) -> SweepResult:
     """Handle every request that is due now, unless another sweep is doing so
     (it goes on until nothing is due: waiting ``wait`` seconds for it to end
@@ -256,7 +257,7 @@ def fire(request_id: RequestId, *, level: int, due_at: datetime) -> str | None:
     if timezone.now() - due_at > LATE_TIMER:
         with one_sweep(0) as mine:
             if mine:
-                result = _sweep(batch=1000, chunk=500, now=None)
+                result = _sweep(batch=BATCH, chunk=CHUNK, now=None)
                 return "swept" if result.escalated or result.finished else None
     request = (
         ApprovalRequest.objects.due()
@@ -545,17 +546,17 @@ def _exact(moment: datetime | None) -> str | None:
 def time_out(request: ApprovalRequest) -> bool:
     """The last deadline passed: the rule's on_timeout outcome, and a ticket
     for manual review where the rule asks for one."""
-    status = _timeout_status(request)
-    now = timezone.now()
+    outcome = _on_timeout(request, timezone.now())
+    status = outcome.status
     with transaction.atomic(savepoint=False):
         done = finish(
             request,
             status,
             by=SYSTEM,
-            reason=_timeout_reason(request),
+            reason=outcome.reason,
             actor=SYSTEM,
-            payload=request.payload if status == Status.APPROVED else None,
-            extra={"late_seconds": round((now - request.deadline).total_seconds(), 3)},
+            payload=outcome.payload,
+            extra=outcome.extra,
             expect={"due_at": request.deadline},
             callback=False,  # below, once the ticket exists: the agent is told it is open
         )
@@ -615,15 +616,15 @@ def time_out_many(requests: list[ApprovalRequest]) -> int:
     now = timezone.now()
     plans = []
     for request in requests:
-        status = _timeout_status(request)
+        outcome = _on_timeout(request, now)
         changes = terminal_changes(
-            request, status, by=SYSTEM, reason=_timeout_reason(request),
-            payload=request.payload if status == Status.APPROVED else None, now=now,
+            request, outcome.status, by=SYSTEM, reason=outcome.reason, payload=outcome.payload,
+            now=now,
         )  # fmt: skip
-        data = terminal_data(
-            changes, {"late_seconds": round((now - request.deadline).total_seconds(), 3)}
+        data = terminal_data(changes, outcome.extra)
+        event = audit.prepare(
+            request, AuditEvent.Kind(outcome.status), actor=SYSTEM, data=data, at=now
         )
-        event = audit.prepare(request, AuditEvent.Kind(status), actor=SYSTEM, data=data, at=now)
         plans.append((request, changes, event))
     rows = [
         {
@@ -718,15 +719,26 @@ def _open_tickets(requests: list[ApprovalRequest]) -> None:
     outbox.notified([note.pk for note in notes])
 
 
-def _timeout_status(request: ApprovalRequest) -> Status:
+@dataclass(frozen=True)
+class _Timeout:
+    status: Status
+    reason: str
+    payload: dict | None
+    extra: dict
+
+
+def _on_timeout(request: ApprovalRequest, now: datetime) -> _Timeout:
+    """How the rule ends ``request`` when its last deadline passed (``time_out``
+    and ``time_out_many`` alike)."""
     status = Status(OnTimeout(request.on_timeout).status)
     if status == Status.APPROVED and not request.fail_open:
-        return Status.EXPIRED  # validation forbids this; never approve on silence by accident
-    return status
-
-
-def _timeout_reason(request: ApprovalRequest) -> str:
-    return f"No decision before the level {request.level} deadline."
+        status = Status.EXPIRED  # validation forbids this; never approve on silence by accident
+    return _Timeout(
+        status=status,
+        reason=f"No decision before the level {request.level} deadline.",
+        payload=request.payload if status == Status.APPROVED else None,
+        extra={"late_seconds": round((now - request.deadline).total_seconds(), 3)},
+    )
 
 
 def remind(request_id: RequestId, *, remind_at: datetime) -> int:

@@ -19,7 +19,15 @@ from django.db import connection, transaction
 
 from approvals import audit, escalation, outbox
 from approvals.agents import create_agent
-from approvals.models import ApprovalRequest, AuditEvent, Delivery, Notification, Ownership
+from approvals.models import (
+    ApprovalRequest,
+    AuditEvent,
+    DecisionStat,
+    Delivery,
+    Notification,
+    Ownership,
+    Ticket,
+)
 from policies.config import apply_documents, load_yaml
 from policies.models import Role
 from tests.helpers import INVOICE, agent_client, decide
@@ -61,6 +69,24 @@ def loaded(ids: list[str]) -> list[ApprovalRequest]:
             "owner_role", "policy_version__policy", "agent"
         )
     )
+
+
+def race(ids: list[str], at: datetime, step) -> list[int]:
+    """Two sweeps load the same rows, then both run ``step(rows)`` at once,
+    each in its own transaction; what each returned."""
+    start = Barrier(2)
+
+    def sweep(_: int) -> int:
+        try:
+            rows = loaded(ids)  # both load every row before either writes
+            start.wait()
+            with transaction.atomic():
+                return step(rows)
+        finally:
+            connection.close()
+
+    with time_machine.travel(at, tick=False), ThreadPoolExecutor(2) as pool:
+        return list(pool.map(sweep, range(2)))
 
 
 def kinds(request_id: str) -> list[str]:
@@ -124,23 +150,11 @@ def test_two_sweeps_racing_over_the_same_rows_escalate_each_once(config):
         create_agent("watcher", callback_url="http://127.0.0.1:9/hook", subscribe_escalations=True)
     )
     ids = create(watcher, 60, berlin(2026, 12, 4, 10, 0))
-    start = Barrier(2)
+    roles = {role.name: role for role in Role.objects.all()}
 
-    def sweep(_: int) -> int:
-        try:
-            rows = loaded(ids)  # both load every row before either writes
-            roles = {role.name: role for role in Role.objects.all()}
-            start.wait()
-            with transaction.atomic():
-                return escalation.escalate_many(rows, roles)
-        finally:
-            connection.close()
-
-    with (
-        time_machine.travel(berlin(2026, 12, 4, 10, 31), tick=False),
-        ThreadPoolExecutor(2) as pool,
-    ):
-        counts = list(pool.map(sweep, range(2)))
+    counts = race(
+        ids, berlin(2026, 12, 4, 10, 31), lambda rows: escalation.escalate_many(rows, roles)
+    )
 
     assert sum(counts) == 60
     for request_id in ids:
@@ -253,8 +267,6 @@ def watcher(config):
 
 @postgresql_only
 def test_one_sweep_ends_each_row_with_the_story_one_at_a_time_would_write(watcher):
-    from approvals.models import DecisionStat, Ticket
-
     ids = at_last_level(watcher, invoices=6, refunds=4)
     invoices, refunds = ids[:6], ids[6:]
     # The reference: one invoice and one refund ended by time_out, row by row.
@@ -315,26 +327,10 @@ def test_rows_decided_or_cancelled_since_they_were_loaded_do_not_time_out(watche
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_two_sweeps_racing_over_the_same_last_level_end_each_once(config):
-    from approvals.models import Ticket
-
     watcher = agent_client(create_agent("watcher", callback_url="http://127.0.0.1:9/hook"))
     ids = at_last_level(watcher, invoices=30, refunds=30)
-    start = Barrier(2)
 
-    def sweep(_: int) -> int:
-        try:
-            rows = loaded(ids)  # both load every row before either writes
-            start.wait()
-            with transaction.atomic():
-                return escalation.time_out_many(rows)
-        finally:
-            connection.close()
-
-    with (
-        time_machine.travel(berlin(2026, 12, 4, 12, 36), tick=False),
-        ThreadPoolExecutor(2) as pool,
-    ):
-        counts = list(pool.map(sweep, range(2)))
+    counts = race(ids, berlin(2026, 12, 4, 12, 36), escalation.time_out_many)
 
     assert sum(counts) == 60
     assert Ticket.objects.filter(request_id__in=ids).count() == 30
@@ -346,8 +342,6 @@ def test_two_sweeps_racing_over_the_same_last_level_end_each_once(config):
 
 @postgresql_only
 def test_a_timeout_chunk_that_fails_after_its_statement_goes_row_by_row(watcher, monkeypatch):
-    from approvals.models import Ticket
-
     ids = at_last_level(watcher, invoices=4, refunds=2)
 
     def blows_up(requests, event_types):
