@@ -249,24 +249,77 @@ def audit_key() -> bytes:
 
 
 def event_hash(event: AuditEvent, key: bytes | None = None) -> str:
-    content = {
-        "request": str(event.request_id) if event.request_id else "",
-        "seq": event.seq,
-        "kind": event.kind,
-        "at": event.at.astimezone(UTC).isoformat(),
-        "actor": event.actor,
-        "role": event.role,
-        "level": event.level,
-        "policy": event.policy,
-        "policy_version": event.policy_version,
-        "rule": event.rule,
-        "action": event.action,
-        "summary": event.summary,
-        "context": event.context,
-        "data": event.data,
-        "prev_hash": event.prev_hash,
-    }
-    return hmac.new(key or audit_key(), canonical_json(content), hashlib.sha256).hexdigest()
+    return _digest(
+        key or audit_key(),
+        request=str(event.request_id) if event.request_id else "",
+        seq=event.seq,
+        kind=event.kind,
+        at=event.at,
+        actor=event.actor,
+        role=event.role,
+        level=event.level,
+        policy=event.policy,
+        policy_version=event.policy_version,
+        rule=event.rule,
+        action=event.action,
+        summary=event.summary,
+        context=event.context,
+        data=event.data,
+        prev_hash=event.prev_hash,
+    )
+
+
+def _digest(key: bytes, *, at: datetime, **content: object) -> str:
+    """The HMAC of one event's content: the one definition of what an event's
+    hash covers (``event_hash``, ``link``)."""
+    content["at"] = at.astimezone(UTC).isoformat()
+    return hmac.new(key, canonical_json(content), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """The next event's place in a request's chain: for a caller that writes
+    the events itself, many in one statement (escalation.escalate_many)."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+def link(
+    request: ApprovalRequest,
+    kind: str,
+    *,
+    actor: dict,
+    at: datetime,
+    data: dict,
+    role: str,
+    level: int,
+    key: bytes,
+) -> Link:
+    """What ``prepare`` computes, without building the event: the same hash,
+    about a third cheaper, which counts in a burst of ten thousand."""
+    seq, prev_hash = request.audit_seq + 1, request.audit_head
+    version = request.policy_version
+    digest = _digest(
+        key,
+        request=str(request.pk),
+        seq=seq,
+        kind=kind,
+        at=at,
+        actor=actor,
+        role=role,
+        level=level,
+        policy=version.policy.name,
+        policy_version=version.number,
+        rule=request.rule_name,
+        action=request.action,
+        summary=request.summary,
+        context=request.context,
+        data=data,
+        prev_hash=prev_hash,
+    )
+    return Link(seq, prev_hash, digest)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from threading import Barrier
 from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from approvals import audit, escalation, outbox
 from approvals.agents import create_agent
@@ -118,6 +119,22 @@ def test_one_sweep_escalates_each_row_once_under_its_own_calendar(config, bot):
     assert sorted(str(n.request_id) for n in escalated) == sorted(ids)
     assert {n.role.name for n in escalated} == {"cfo"}
     assert list(audit.verify()) == []
+
+
+@postgresql_only
+def test_a_sweep_asks_the_database_as_often_for_25_rows_as_for_5(config, bot):
+    # The sweep loads only what escalating reads; a field read per row that
+    # it did not load would cost one more query per row.
+    def queries(count: int, created: datetime) -> int:
+        create(bot, count, created)
+        with (
+            time_machine.travel(created + timedelta(minutes=31), tick=False),
+            CaptureQueriesContext(connection) as captured,
+        ):
+            assert escalation.sweep().escalated == count
+        return len(captured)
+
+    assert queries(5, berlin(2026, 12, 4, 10, 0)) == queries(25, berlin(2026, 12, 4, 10, 40))
 
 
 @postgresql_only
