@@ -86,3 +86,16 @@ class Receiver:
             self.script.hold.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """``python -m tests.receiver``: a receiver in a process of its own that
+    answers 200 until killed; prints its URL first. For benchmarks: an agent's
+    endpoint runs elsewhere, not on the benchmark's interpreter and its GIL."""
+    with Receiver() as receiver:
+        print(receiver.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
