@@ -132,8 +132,8 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> SweepResult:
     bulk = connection.vendor == "postgresql"
     sizes = _ramp(25, chunk)  # once per sweep: a batch's short tail does not restart it
     while True:
-        due = ApprovalRequest.objects.due(now or timezone.now()).order_by("due_at")
-        due = _with_related(list(due.only(*_ESCALATION_FIELDS)[:batch]), roles)
+        oldest = ApprovalRequest.objects.due(now or timezone.now()).order_by("due_at")
+        due = _with_related(list(oldest.only(*_ESCALATION_FIELDS)[:batch]), roles)
         for rows in _chunks(due, sizes):
             # Rollups last, in key order: see sla.deferred (a decision on one
             # of these rows would otherwise deadlock with the chunk).

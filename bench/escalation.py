@@ -13,7 +13,7 @@
 3. The same for 10,000 deadlines that fall due in the same second, with the
    engine's lane on a worker of its own (goal: p99 under 1 s).
 
-    .venv/bin/python bench/escalation.py --only-burst   # just 3.
+    .venv/bin/python bench/escalation.py --only-burst [--timers]  # just 3.
     .venv/bin/python bench/escalation.py --only-sweeps  # just 1.
 """
 
@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument("--only-burst", action="store_true", help="just the 10,000 in a second")
     parser.add_argument("--only-sweeps", action="store_true", help="just the one-sweep timings")
+    parser.add_argument(
+        "--timers", action="store_true", help="--only-burst with precise timers on (the default)"
+    )
     args = parser.parse_args()
     setup()
     from approvals.agents import create_agent
@@ -182,7 +185,7 @@ def main() -> None:
 
     escalation.sweep()
     if args.only_burst:
-        lag_run(timers=False, count=10_000, spread=1.0, engine_lane=True)
+        lag_run(timers=args.timers, count=10_000, spread=1.0, engine_lane=True)
         return
     big = time_sweep(100_000)
     small = time_sweep(10_000)
