@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -73,19 +74,41 @@ def test_a_2s_plus_2s_chain_escalates_then_expires_on_time(fast_chain, bot, proc
 
 def test_a_worker_killed_mid_sweep_leaves_every_request_handled_exactly_once(bot, processes):
     ids = make_due(300, bot)
-    processes.worker("first")
-    processes.beat()
-    wait_for(lambda: escalated_count(ids) > 0, timeout=60, what="the sweep to start")
-    processes.kill("first")
-    partial = escalated_count(ids)
+    # The sweep takes the oldest deadlines first: the first 100 commit in its
+    # first chunks, and the chunk with the last row waits on a decision
+    # holding that row (another connection) when the worker is killed.
+    ApprovalRequest.objects.filter(pk__in=ids[100:]).update(
+        due_at=timezone.now() - timedelta(seconds=0.5)
+    )
+    with connection.cursor() as cursor:  # this connection's parameters, not its session
+        params = cursor.connection.info.get_parameters()
+    with psycopg.connect(**params) as decision:
+        decision.execute(
+            "SELECT 1 FROM approvals_approvalrequest WHERE id = %s FOR UPDATE", [ids[-1]]
+        )
+        processes.worker("first")
+        processes.beat()
+        wait_for(lambda: _waiting_on_a_row_lock() > 0, timeout=60, what="the sweep to block")
+        processes.kill("first")
+        partial = escalated_count(ids)
+        decision.rollback()
 
     processes.worker("second")
     wait_for(lambda: escalated_count(ids) == 300, timeout=90, what="all 300 escalations")
 
-    assert partial < 300, "the kill came too late to interrupt the sweep"
+    assert 0 < partial < 300
     per_request = AuditEvent.objects.filter(request_id__in=ids, kind="escalated")
     assert per_request.values("request_id").distinct().count() == 300
     assert ApprovalRequest.objects.filter(pk__in=ids, level=2).count() == 300
+
+
+def _waiting_on_a_row_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
 
 
 def test_with_redis_down_deadlines_wait_and_are_caught_up_once(bot, processes, redis_server):
