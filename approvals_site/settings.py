@@ -7,8 +7,11 @@ installed; ``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -29,8 +32,18 @@ def _local_secret_key() -> str:
     # having to invent a key for a local run; production sets SECRET_KEY.
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        # The web and the workers of a first start all get here at once: each
+        # writes a key aside and the first to link its file in place wins, so
+        # nobody reads a file half written, and all agree on one key (the
+        # audit chain's key is derived from it).
+        fd, aside = tempfile.mkstemp(dir=VAR_DIR, prefix=".secret_key.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(50))
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, path)
+        finally:
+            os.unlink(aside)
     return path.read_text().strip()
 
 
