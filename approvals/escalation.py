@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 SYSTEM = {"system": "timeout"}
 ESCALATION_ACTOR = {"system": "escalation"}
 RETRY_BAD_ROW_AFTER = timedelta(seconds=30)
-LATE_TIMER = timedelta(seconds=1)  # see fire
+LATE_TIMER = timedelta(seconds=0.25)  # see fire
 BATCH, CHUNK = 1000, 500  # rows a sweep loads at once, and commits at once (at most)
 # One sweep at a time (a session advisory lock: "CS" and 1; a single 64-bit
 # key, which PostgreSQL keeps apart from the callbacks' two-key slot locks).
