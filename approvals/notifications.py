@@ -51,15 +51,16 @@ def send(notification_id: int, lease: datetime | None = None) -> bool:
     )
     if not claimed:
         return False
-    notification = Notification.objects.select_related(
-        "request__policy_version__policy", "role", "user"
-    ).get(pk=notification_id)
+    notification = (
+        Notification.objects.select_related("request", "role", "user")
+        .defer(*_UNREAD)
+        .get(pk=notification_id)
+    )
     message = compose(notification)
     results = dict(notification.channel_results)
     errors = []
-    for name, channel in channels().items():
-        if name in results:
-            continue  # done on an earlier attempt: never send it twice
+    pending = [(name, channel) for name, channel in channels().items() if name not in results]
+    for number, (name, channel) in enumerate(pending, 1):
         try:
             channel.send(message)
         except Unreachable as exc:
@@ -70,16 +71,30 @@ def send(notification_id: int, lease: datetime | None = None) -> bool:
             continue
         else:
             results[name] = "sent"
-        # Recorded channel by channel, so a crash before the end re-sends nothing.
-        Notification.objects.filter(pk=notification_id).update(channel_results=results)
+        # Recorded channel by channel, so a crash before the end re-sends
+        # nothing; the last one's result goes with the outcome, in one write.
+        if number < len(pending):
+            Notification.objects.filter(pk=notification_id).update(channel_results=results)
     return _settle(notification_id, results, errors)
+
+
+# What composing a message never reads of the request: not loaded (a payload
+# may be large, and each notification is one more row to decode).
+_UNREAD = (
+    "request__payload", "request__requester", "request__decision_payload",
+    "request__decided_by", "request__calendar",
+)  # fmt: skip
 
 
 def _settle(notification_id: int, results: dict[str, str], errors: list[str]) -> bool:
     """Sent when every channel delivered; retried while one failed for a
     reason that may pass; given up (never marked sent, error kept for the
     admin) when a channel had nobody to reach."""
-    fields: dict[str, object] = {"locked_until": None, "last_error": "; ".join(errors)[:2000]}
+    fields: dict[str, object] = {
+        "locked_until": None,
+        "last_error": "; ".join(errors)[:2000],
+        "channel_results": results,
+    }
     if all(results.get(name) == "sent" for name in channels()):
         fields["sent_at"] = timezone.now()
     elif all(name in results for name in channels()):
