@@ -1,0 +1,57 @@
+"""What sending one notification costs the notifications lane, in process.
+
+    .venv/bin/python bench/notifications.py [--count 2000]
+
+Escalates ``--count`` due requests with one sweep (so each has an escalation
+notification, as in a burst), then sends each through
+``approvals.notifications.send`` with Django's in-memory mail backend, and
+prints the time and the database queries per notification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from _django import organisation, setup
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=2000)
+    args = parser.parse_args()
+    os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
+    setup()
+    from django.db import connection
+    from escalation import fill as fill_due  # bench/escalation.py
+
+    from approvals import escalation, notifications
+    from approvals.agents import create_agent
+    from approvals.models import Notification
+
+    organisation()
+    create_agent("bench")
+    fill_due(0, args.count)
+    escalation.sweep()
+    ids = list(Notification.objects.filter(kind="escalated").values_list("pk", flat=True))
+    queries = 0
+
+    def count(execute, sql, params, many, context):
+        nonlocal queries
+        queries += 1
+        return execute(sql, params, many, context)
+
+    started = time.perf_counter()
+    with connection.execute_wrapper(count):
+        for notification_id in ids:
+            assert notifications.send(notification_id)
+    elapsed = time.perf_counter() - started
+    print(
+        f"{len(ids):,} escalation notifications sent (in-memory mail): "
+        f"{elapsed / len(ids) * 1000:.2f} ms and {queries / len(ids):.1f} queries each"
+    )
+
+
+if __name__ == "__main__":
+    main()
