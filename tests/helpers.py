@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import psycopg
+from django.db import connection
 from rest_framework.test import APIClient
 
 from approvals.tokens import issue_token
@@ -74,6 +76,15 @@ INVOICE = {
     "payload": {"invoice": "INV-1042", "pay": 1240.0},
     "requester": {"run_id": "run_81", "on_behalf_of": "sam"},
 }
+
+
+def another_session(*, autocommit: bool = True) -> psycopg.Connection:
+    """A connection of its own to the test database, as another process would
+    hold one: this connection's parameters, not its session (nor its pool)."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return psycopg.connect(**params, autocommit=autocommit)
 
 
 def after(clock, **delta) -> None:

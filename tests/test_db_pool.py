@@ -1,19 +1,16 @@
 """Pooled connections: what one user of a connection leaves, the next must not inherit."""
 
-import psycopg
 import pytest
 from django.db import connection
 
+from tests.helpers import another_session
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _held(key: int) -> bool:
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    with psycopg.connect(**params, autocommit=True) as other:
+    with another_session() as other:
         row = other.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted",
             [key],

@@ -7,13 +7,12 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from approvals import callbacks
 from approvals.agents import create_agent
 from approvals.models import Delivery
-from tests.helpers import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, another_session, decide
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)  # another session holds the slots
@@ -33,11 +32,7 @@ def delivery_for(credentials, maria) -> Delivery:
 
 def hold_slots(agent_id: int, count: int) -> psycopg.Connection:
     """Another worker's session, busy sending ``count`` of the agent's attempts."""
-    db = connection.settings_dict
-    other = psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"],
-        autocommit=True,
-    )  # fmt: skip
+    other = another_session()
     for slot in range(count):
         other.execute(
             "SELECT pg_advisory_lock(%s::int, %s::int)", [callbacks.SLOT_NAMESPACE + slot, agent_id]

@@ -7,7 +7,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -16,7 +15,7 @@ from approvals import escalation
 from approvals.models import ApprovalRequest, AuditEvent, DecisionStat
 from policies.config import apply_documents, load_yaml
 from policies.models import Role
-from tests.helpers import FAST_CHAIN, INVOICE, decide
+from tests.helpers import FAST_CHAIN, INVOICE, another_session, decide
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -80,9 +79,7 @@ def test_a_worker_killed_mid_sweep_leaves_every_request_handled_exactly_once(bot
     ApprovalRequest.objects.filter(pk__in=ids[100:]).update(
         due_at=timezone.now() - timedelta(seconds=0.5)
     )
-    with connection.cursor() as cursor:  # this connection's parameters, not its session
-        params = cursor.connection.info.get_parameters()
-    with psycopg.connect(**params) as decision:
+    with another_session(autocommit=False) as decision:
         decision.execute(
             "SELECT 1 FROM approvals_approvalrequest WHERE id = %s FOR UPDATE", [ids[-1]]
         )

@@ -8,7 +8,6 @@ import json
 from contextlib import contextmanager
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.core import mail
 from django.db import connection
@@ -19,15 +18,13 @@ from django.utils.dateparse import parse_datetime
 from approvals import escalation, notifications
 from approvals.models import ApprovalRequest, AuditEvent, Delivery, Notification, Ticket
 from policies.config import apply_documents, load_yaml
-from tests.helpers import INVOICE, after, agent_client, decide
+from tests.helpers import INVOICE, after, agent_client, another_session, decide
 
 
 @contextmanager
 def other_sweep_running():
     """The sweep's lock, held by another connection (another worker's sweep)."""
-    with connection.cursor() as cursor:  # this connection's parameters, not its session
-        params = cursor.connection.info.get_parameters()
-    with psycopg.connect(**params, autocommit=True) as other:
+    with another_session() as other:
         other.execute("SELECT pg_advisory_lock(%s)", [escalation.SWEEP_LOCK])
         yield
 
