@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 SYSTEM = {"system": "timeout"}
 ESCALATION_ACTOR = {"system": "escalation"}
 RETRY_BAD_ROW_AFTER = timedelta(seconds=30)
-LATE_TIMER = timedelta(seconds=0.25)  # see fire
 BATCH, CHUNK = 1000, 500  # rows a sweep loads at once, and commits at once (at most)
 # One sweep at a time (a session advisory lock: "CS" and 1; a single 64-bit
 # key, which PostgreSQL keeps apart from the callbacks' two-key slot locks).
@@ -66,6 +65,9 @@ class SweepResult:
     reminded: int = 0
     failed: int = 0
 
+    def __add__(self, other: SweepResult) -> SweepResult:
+        return SweepResult(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
 
 def sweep(
     *, batch: int = BATCH, chunk: int = CHUNK, now: datetime | None = None, wait: float = 0.0
@@ -78,10 +80,21 @@ def sweep(
     conditional), but two at once load the same rows and one of them does its
     work for nothing, while holding the other's row locks.
     """
-    with one_sweep(wait) as mine:
-        if not mine:
-            return SweepResult()
-        return _sweep(batch=batch, chunk=chunk, now=now)
+    total = SweepResult()
+    while True:
+        with one_sweep(wait) as mine:
+            if not mine:
+                return total
+            result, seen = _sweep(batch=batch, chunk=chunk, now=now)
+            total += result
+        # A timer that found rows due while we held the lock left them to us
+        # (fire): look once more now that it is free, or they would wait for
+        # the next sweep. Unless this pass saw due rows and moved none of
+        # them: those the next sweep retries, not this loop.
+        stuck = seen and not (result.escalated or result.finished or result.failed)
+        if now is not None or stuck or not ApprovalRequest.objects.due().exists():
+            return total
+        wait = 0.0
 
 
 @contextmanager
@@ -110,7 +123,7 @@ def one_sweep(wait: float) -> Iterator[bool]:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK])
 
 
-def _sweep(*, batch: int, chunk: int, now: datetime | None) -> SweepResult:
+def _sweep(*, batch: int, chunk: int, now: datetime | None) -> tuple[SweepResult, int]:
     """The sweep itself:
 
     1. Load a batch of due rows, oldest deadline first (the partial index).
@@ -126,14 +139,18 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> SweepResult:
     4. Each change is conditional on the state we loaded (and its audit
        head); a row another process handled in the meantime updates nothing.
     5. Repeat until no due rows are left; then send the due reminders.
+
+    Returns what it did, and how many due rows it loaded.
     """
     counts = {"escalated": 0, "finished": 0, "reminded": 0, "failed": 0}
+    seen = 0
     roles = {role.name: role for role in Role.objects.all()}
     bulk = connection.vendor == "postgresql"
     sizes = _ramp(25, chunk)  # once per sweep: a batch's short tail does not restart it
     while True:
         oldest = ApprovalRequest.objects.due(now or timezone.now()).order_by("due_at")
         due = _with_related(list(oldest.only(*_ESCALATION_FIELDS)[:batch]), roles)
+        seen += len(due)
         for rows in _chunks(due, sizes):
             # Rollups last, in key order: see sla.deferred (a decision on one
             # of these rows would otherwise deadlock with the chunk).
@@ -158,7 +175,7 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> SweepResult:
         except Exception:
             logger.exception("request %s: reminder failed", request_id)
             counts["failed"] += 1
-    return SweepResult(**counts)
+    return SweepResult(**counts), seen
 
 
 # What escalating a request reads of it: the sweep loads only these, and the
@@ -262,48 +279,50 @@ def _time_out_chunk(ending: list[ApprovalRequest], counts: dict[str, int]) -> li
     return _with_related(list(again.order_by("due_at")), roles)
 
 
-def fire(request_id: RequestId, *, level: int, due_at: datetime) -> str | None:
-    """A precise timer went off for one deadline: handle it now if it is
-    still the request's deadline (the sweep may have been first).
+def fire() -> str | None:
+    """A precise timer went off (approvals.timers): handle what is due now.
 
-    Row by row, in whichever engine process the timer lands: timers for the
-    same moment run side by side, while sweeps run one at a time. (Making
-    every timer sweep instead was measured worse in the soak: every deadline
-    of the run waited on one process.) A timer that goes off more than
-    ``LATE_TIMER`` after its deadline means the engine is behind (a worker
-    restarted, the broker came back, a burst): it runs the sweep, which ends
-    the whole backlog in bulk, unless a sweep is running already.
+    One request due: that row alone, in whichever engine process the timer
+    lands, so timers for different moments run side by side while sweeps
+    run one at a time. (Making every timer sweep was measured worse in the
+    soak: every deadline of the run waited on one process.) More than one (a
+    burst, or a worker that restarted and whose timers go off late): the
+    sweep, which ends them in bulk; if a sweep is running already, it finds
+    them (``sweep`` looks again once it lets go of its lock).
 
-    A timer whose deadline was handled already (by a sweep, a decision)
-    costs one query: after a burst that a sweep ended in bulk, thousands of
-    them still go off, and they queue in front of the engine's next work."""
-    still_due = ApprovalRequest.objects.due().filter(pk=request_id, level=level, due_at=due_at)
-    if not still_due.exists():  # a small query: loading the row with its relations is not
+    A timer with nothing left to do (a sweep or a decision was first) costs
+    one small query."""
+    due = ApprovalRequest.objects.due().order_by("due_at").values_list("pk", flat=True)[:2]
+    ids = list(due)
+    if len(ids) > 1:
+        result = sweep()
+        return "swept" if result.escalated or result.finished else None
+    if not ids:
         return None
-    if timezone.now() - due_at > LATE_TIMER:
-        with one_sweep(0) as mine:
-            if mine:
-                result = _sweep(batch=BATCH, chunk=CHUNK, now=None)
-                return "swept" if result.escalated or result.finished else None
-    request = still_due.select_related("owner_role", "policy_version__policy", "agent").first()
+    request = (
+        ApprovalRequest.objects.due()
+        .filter(pk=ids[0])
+        .select_related("owner_role", "policy_version__policy", "agent")
+        .first()
+    )
     if request is None:
         return None
     return _handle_safely(request, {})
 
 
-def due_soon(within: timedelta) -> list[tuple[RequestId, int, datetime]]:
-    """(id, level, due_at) of the pending requests due in the next ``within``,
-    for which to set precise timers."""
+def deadlines_soon(within: timedelta) -> list[datetime]:
+    """The deadlines of the pending requests due in the next ``within``, for
+    which to set precise timers (a burst's are many, its timers few)."""
     now = timezone.now()
     soon = (
         ApprovalRequest.objects.filter(
             status=Status.PENDING, due_at__gt=now, due_at__lte=now + within
         )
         .order_by("due_at")
-        .values_list("id", "level", "due_at")[:5000]
+        .values_list("due_at", flat=True)[:50_000]
     )
     # due_at is never None here (the filter); this tells the type checker.
-    return [(pk, level, due_at) for pk, level, due_at in soon if due_at is not None]
+    return [due_at for due_at in soon if due_at is not None]
 
 
 def _handle_safely(request: ApprovalRequest, roles: dict[str, Role]) -> str | None:

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import lanes
+from approvals import lanes, timers
 from approvals.callbacks import lease_seconds
 from approvals.models import ApprovalRequest, Delivery, Notification, RequestId
 from approvals.representation import represent
@@ -147,13 +147,23 @@ def enqueue_delivery(delivery_id: int, lease: datetime) -> None:
 
 def set_timer(request: ApprovalRequest) -> None:
     """A precise timer for a deadline that is close (the sweep remains the
-    guarantee: a timer lost with Redis changes nothing but the lag)."""
+    guarantee: a timer lost with Redis changes nothing but the lag); none if
+    this process set one for the same moment already (approvals.timers)."""
     due_at = request.due_at
     lookahead = timedelta(seconds=settings.APPROVALS_TIMER_LOOKAHEAD_SECONDS)
     if due_at is None or due_at - timezone.now() > lookahead:
         return
-    args = (str(request.pk), request.level, due_at.isoformat())
-    transaction.on_commit(lambda: _enqueue(lanes.FIRE_DEADLINE, *args, eta=due_at))
+    transaction.on_commit(lambda: set_timers([due_at]))
+
+
+def set_timers(deadlines: list[datetime]) -> int:
+    """Hand the broker a timer for each moment of ``deadlines`` not timed yet
+    by this process; returns how many. Call it outside a transaction (or
+    after commit)."""
+    moments = timers.untimed(deadlines)
+    for moment in moments:
+        _enqueue(lanes.FIRE_DEADLINE, moment.isoformat(), eta=moment)
+    return len(moments)
 
 
 def _fan_out(task_name: str, items: list[int]) -> None:

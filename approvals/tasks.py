@@ -11,7 +11,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from approvals import audit, callbacks, escalation, lanes, notifications
+from approvals import audit, callbacks, escalation, lanes, notifications, outbox
 
 
 @shared_task(name=lanes.SWEEP)
@@ -21,8 +21,11 @@ def sweep() -> dict:
 
 
 @shared_task(name=lanes.FIRE_DEADLINE)
-def fire_deadline(request_id: str, level: int, due_at: str) -> str | None:
-    return escalation.fire(request_id, level=level, due_at=_moment(due_at))
+def fire_deadline(*moment: str) -> str | None:
+    """A timer set for ``moment`` went off (approvals.timers). Timers of an
+    older version carry (request id, level, deadline): they wake the engine
+    just the same."""
+    return escalation.fire()
 
 
 @shared_task(name=lanes.SET_DEADLINE_TIMERS)
@@ -30,10 +33,8 @@ def set_deadline_timers() -> int:
     """Precise timers for the deadlines of the next minute or so, on top of the
     sweep: short ETAs only, so no worker holds a timer for every open request
     and Redis never redelivers one after its visibility timeout."""
-    soon = escalation.due_soon(timedelta(seconds=settings.APPROVALS_TIMER_LOOKAHEAD_SECONDS))
-    for request_id, level, due_at in soon:
-        fire_deadline.apply_async(args=[str(request_id), level, due_at.isoformat()], eta=due_at)
-    return len(soon)
+    soon = escalation.deadlines_soon(timedelta(seconds=settings.APPROVALS_TIMER_LOOKAHEAD_SECONDS))
+    return outbox.set_timers(soon)
 
 
 @shared_task(name=lanes.SEAL_AUDIT)

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -165,6 +166,14 @@ def lag_run(
             app.conf["CELERY_BROKER_URL"] = redis.url  # the settings' name (celery 5.6)
             app._pool, app.amqp._producer_pool = None, None  # made for the default broker
             app.send_task("approvals.tasks.set_deadline_timers")
+            # As in production, where they are set up to a minute ahead:
+            # all of them before the first deadline.
+            wait_for(
+                lambda: re.search(r"set_deadline_timers\[\S+\] succeeded", processes.log("worker")),
+                timeout=10, what="the timers to be set",
+            )  # fmt: skip
+            if timezone.now() > start:
+                print("(the timers were set after the first deadline)")
         escalated = AuditEvent.objects.filter(kind="escalated")
         wait_for(lambda: escalated.count() == count, timeout=spread + 120, what="escalations")
         lags = [late * 1000 for late in escalated.values_list("data__late_seconds", flat=True)]

@@ -45,6 +45,14 @@ def _stop_wait_listener(django_db_setup):
 
 
 @pytest.fixture(autouse=True)
+def _no_timers_set():
+    """Each test sets its own deadline timers (a process sets one per moment)."""
+    from approvals import timers
+
+    timers.forget()
+
+
+@pytest.fixture(autouse=True)
 def _private_var_dir(settings, tmp_path):
     """Commands that keep files under var/ (loaddemo) write to a temporary one."""
     settings.VAR_DIR = tmp_path

@@ -15,8 +15,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from approvals import escalation, notifications
+from approvals import escalation, notifications, timers
 from approvals.models import ApprovalRequest, AuditEvent, Delivery, Notification, Ticket
+from approvals.tasks import set_deadline_timers
 from policies.config import apply_documents, load_yaml
 from tests.helpers import INVOICE, after, agent_client, another_session, decide
 
@@ -338,63 +339,107 @@ def test_the_ticket_shows_late_decisions_to_its_owners(clock, invoice, carol, ro
 
 
 class TestPreciseTimers:
-    """On top of the sweep, a timer per close deadline cuts the lag; it only
-    ever calls the same conditional step, so a late or double timer is harmless."""
+    """On top of the sweep, timers wake the engine when deadlines fall due; a
+    timer only ever calls the same conditional steps, so a late or double
+    timer is harmless."""
 
-    def test_a_timer_handles_its_deadline_once(self, clock, invoice):
-        request = ApprovalRequest.objects.get(pk=invoice["id"])
+    def test_a_timer_handles_the_deadline_once(self, clock, invoice):
         after(clock, minutes=30, milliseconds=100)  # on time, as timers go
 
-        assert escalation.fire(request.pk, level=1, due_at=request.due_at) == "escalated"
-        assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
+        assert escalation.fire() == "escalated"
+        assert escalation.fire() is None
         assert escalation.sweep().escalated == 0
         assert [e.kind for e in events(invoice["id"])].count("escalated") == 1
 
-    def test_a_late_timer_sweeps_the_whole_backlog(self, clock, bot, invoice):
-        # A worker restarted, say: its timers go off late, and the first one
-        # ends every due request in bulk instead of its own row alone.
+    def test_a_timer_that_finds_many_due_sweeps_them(self, clock, bot, invoice):
+        # A burst, or a worker that restarted and whose timers go off late:
+        # the first one ends every due request in bulk.
         others = [bot.post("/api/v1/requests", INVOICE, format="json").json() for _ in range(3)]
-        request = ApprovalRequest.objects.get(pk=invoice["id"])
-        was_due = {o["id"]: ApprovalRequest.objects.get(pk=o["id"]).due_at for o in others}
         after(clock, minutes=30, seconds=5)
 
-        assert escalation.fire(request.pk, level=1, due_at=request.due_at) == "swept"
+        assert escalation.fire() == "swept"
         ids = [invoice["id"], *(other["id"] for other in others)]
         levels = ApprovalRequest.objects.filter(pk__in=ids).values_list("level", flat=True)
         assert set(levels) == {2}
-        # The others' timers go off late too; their rows are handled: a look each.
-        for other_id, due_at in was_due.items():
+        # The others' timers go off too, with nothing left to do: a look each.
+        for _ in others:
             with CaptureQueriesContext(connection) as queries:
-                assert escalation.fire(other_id, level=1, due_at=due_at) is None
+                assert escalation.fire() is None
             assert len(queries) == 1
 
     def test_an_early_timer_does_nothing(self, clock, invoice):
-        request = ApprovalRequest.objects.get(pk=invoice["id"])
-        assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
+        assert escalation.fire() is None
         assert ApprovalRequest.objects.get(pk=invoice["id"]).level == 1
 
     def test_a_timer_for_a_decided_request_does_nothing(self, clock, invoice, maria):
-        request = ApprovalRequest.objects.get(pk=invoice["id"])
         decide(maria, invoice["id"], "approve")
         after(clock, minutes=31)
-        assert escalation.fire(request.pk, level=1, due_at=request.due_at) is None
+        assert escalation.fire() is None
 
     @pytest.mark.skipif(connection.vendor != "postgresql", reason="advisory locks")
     def test_one_sweep_at_a_time(self, clock, invoice):
-        request = ApprovalRequest.objects.get(pk=invoice["id"])
         after(clock, minutes=31)
         with other_sweep_running():
             assert escalation.sweep() == escalation.SweepResult()  # the beat's: skips
             assert ApprovalRequest.objects.get(pk=invoice["id"]).level == 1
-            # A timer does not wait for it: it handles its own row.
-            assert escalation.fire(request.pk, level=1, due_at=request.due_at) == "escalated"
+            # A timer does not wait for it: it handles a lone due row itself.
+            assert escalation.fire() == "escalated"
+
+    @pytest.mark.skipif(connection.vendor != "postgresql", reason="advisory locks")
+    def test_a_timer_leaves_a_burst_to_the_sweep_running(self, clock, bot, invoice):
+        bot.post("/api/v1/requests", INVOICE, format="json")
+        after(clock, minutes=31)
+        with other_sweep_running():
+            assert escalation.fire() is None
+        assert ApprovalRequest.objects.filter(level=1).count() == 2
+
+    @pytest.mark.skipif(connection.vendor != "postgresql", reason="the set-based step")
+    def test_a_sweep_looks_again_once_it_lets_go_of_its_lock(
+        self, clock, bot, invoice, monkeypatch
+    ):
+        # What a timer left to it while it held the lock (the test above):
+        # here a second request falls due while the sweep escalates the first.
+        after(clock, minutes=10)
+        later = bot.post("/api/v1/requests", INVOICE, format="json").json()
+        after(clock, minutes=21)
+        escalate_many = escalation.escalate_many
+
+        def escalate_then_time_passes(requests, roles):
+            done = escalate_many(requests, roles)
+            after(clock, minutes=10)
+            return done
+
+        monkeypatch.setattr(escalation, "escalate_many", escalate_then_time_passes)
+        assert escalation.sweep().escalated == 2
+        assert ApprovalRequest.objects.get(pk=later["id"]).level == 2
 
     def test_timers_are_set_for_the_next_minute_only(self, clock, bot, config):
         apply_documents(load_yaml(FAST), author="tests")
         soon = bot.post("/api/v1/requests", {"action": "fast.pay", "summary": "s"}, format="json")
         bot.post("/api/v1/requests", INVOICE, format="json")  # due in 30 min: the sweep's
-        due = escalation.due_soon(timedelta(seconds=60))
-        assert [str(request_id) for request_id, _, _ in due] == [soon.json()["id"]]
+        due_at = ApprovalRequest.objects.get(pk=soon.json()["id"]).due_at
+        assert escalation.deadlines_soon(timedelta(seconds=60)) == [due_at]
+
+    def test_a_burst_of_deadlines_is_a_few_timers(
+        self, clock, bot, config, monkeypatch, django_capture_on_commit_callbacks
+    ):
+        apply_documents(load_yaml(FAST), author="tests")
+        sent: list[tuple] = []
+        monkeypatch.setattr(
+            "approvals.outbox._enqueue",
+            lambda name, *args, eta=None: sent.append((name, eta)),
+        )
+        for _ in range(40):  # 40 creates in the same 10 ms: one timer
+            with django_capture_on_commit_callbacks(execute=True):
+                bot.post("/api/v1/requests", {"action": "fast.pay", "summary": "s"}, format="json")
+            after(clock, microseconds=250)
+        timers_ = [eta for name, eta in sent if name == "approvals.tasks.fire_deadline"]
+        deadlines = ApprovalRequest.objects.values_list("due_at", flat=True)
+        assert len(timers_) <= 2  # a second one if the 10 ms straddle a slice
+        assert max(deadlines) <= max(timers_) <= max(deadlines) + timers.SLICE
+        # Beat's run over the next minute adds none for moments already timed.
+        sent.clear()
+        assert set_deadline_timers() == 0
 
 
 FAST = """
