@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
@@ -146,23 +149,19 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> tuple[SweepResult
     seen = 0
     roles = {role.name: role for role in Role.objects.all()}
     bulk = connection.vendor == "postgresql"
+    # Not inside a caller's transaction: the writer's connection would not see it.
+    writer = _writer() if bulk and not connection.in_atomic_block else None
     sizes = _ramp(25, chunk)  # once per sweep: a batch's short tail does not restart it
     while True:
         oldest = ApprovalRequest.objects.due(now or timezone.now()).order_by("due_at")
         due = _with_related(list(oldest.only(*_ESCALATION_FIELDS)[:batch]), roles)
         seen += len(due)
-        for rows in _chunks(due, sizes):
-            # Rollups last, in key order: see sla.deferred (a decision on one
-            # of these rows would otherwise deadlock with the chunk).
-            with transaction.atomic(), sla.deferred():
-                if bulk:  # partitioned first: escalating changes a row's level
-                    ending = [row for row in rows if row.is_last_level]
-                    _escalate_chunk([row for row in rows if not row.is_last_level], roles, counts)
-                    rows = _time_out_chunk(ending, counts)
-                for request in rows:
-                    outcome = _handle_safely(request, roles)
-                    if outcome:
-                        counts[outcome] += 1
+        chunks = _chunks(due, sizes)
+        if writer is None:
+            for rows in chunks:
+                _handle_chunk(rows, roles, counts, bulk=bulk)
+        else:
+            _handle_in_two(chunks, roles, counts, writer)
         if len(due) < batch:
             break
     for request_id, remind_at in ApprovalRequest.objects.reminder_due(now).values_list(
@@ -176,6 +175,73 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> tuple[SweepResult
             logger.exception("request %s: reminder failed", request_id)
             counts["failed"] += 1
     return SweepResult(**counts), seen
+
+
+def _handle_chunk(
+    rows: list[ApprovalRequest], roles: dict[str, Role], counts: dict[str, int], *, bulk: bool
+) -> None:
+    """One chunk, in one transaction, adding its outcomes to ``counts``."""
+    # Rollups last, in key order: see sla.deferred (a decision on one of
+    # these rows would otherwise deadlock with the chunk).
+    with transaction.atomic(), sla.deferred():
+        if bulk:  # partitioned first: escalating changes a row's level
+            ending = [row for row in rows if row.is_last_level]
+            _escalate_chunk([row for row in rows if not row.is_last_level], roles, counts)
+            rows = _time_out_chunk(ending, counts)
+        for request in rows:
+            outcome = _handle_safely(request, roles)
+            if outcome:
+                counts[outcome] += 1
+
+
+def _handle_in_two(
+    chunks: Iterator[list[ApprovalRequest]],
+    roles: dict[str, Role],
+    counts: dict[str, int],
+    writer: ThreadPoolExecutor,
+) -> None:
+    """The chunks of one batch, taken in order by this thread and the writer
+    thread, each on its own connection: while PostgreSQL writes and commits
+    one chunk, Python prepares the next (each row's deadline and the HMAC of
+    its event), so the sweep uses two cores where it used one. The rows of
+    two chunks are disjoint, and each chunk is its own transaction."""
+    lock, stop = threading.Lock(), threading.Event()
+
+    def take() -> list[ApprovalRequest] | None:
+        with lock:
+            return None if stop.is_set() else next(chunks, None)
+
+    def work(into: dict[str, int]) -> None:
+        while (rows := take()) is not None:
+            _handle_chunk(rows, roles, into, bulk=True)
+
+    def in_writer(into: dict[str, int]) -> None:
+        try:
+            work(into)
+        finally:
+            connection.close()  # the writer's own: back to the pool
+
+    theirs = dict.fromkeys(counts, 0)
+    done = writer.submit(in_writer, theirs)
+    try:
+        work(counts)
+    finally:
+        stop.set()  # on an error here, the writer ends the chunk it holds, no more
+        done.result()
+        for outcome, number in theirs.items():
+            counts[outcome] += number
+
+
+_writers: dict[int, ThreadPoolExecutor] = {}
+
+
+def _writer() -> ThreadPoolExecutor:
+    """This process's second thread for the sweep (one per process, made on
+    first use: a forked child makes its own)."""
+    pid = os.getpid()
+    if pid not in _writers:
+        _writers[pid] = ThreadPoolExecutor(1, thread_name_prefix="sweep-writer")
+    return _writers[pid]
 
 
 # What escalating a request reads of it: the sweep loads only these, and the

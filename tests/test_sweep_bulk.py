@@ -8,6 +8,7 @@ racing over the same rows escalate each exactly once."""
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from threading import Barrier
@@ -180,6 +181,36 @@ def test_two_sweeps_racing_over_the_same_rows_escalate_each_once(config):
     assert Notification.objects.filter(request_id__in=ids, kind="escalated").count() == 60
     callbacks = Delivery.objects.filter(request_id__in=ids, event_type="approval.escalated")
     assert sorted(str(d.request_id) for d in callbacks) == sorted(ids)
+    assert list(audit.verify()) == []
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_shares_its_chunks_between_two_connections_each_row_once(config, monkeypatch):
+    # While one connection writes and commits a chunk, the other thread's
+    # Python prepares the next: the rows of a batch, each in exactly one.
+    watcher = agent_client(
+        create_agent("watcher", callback_url="http://127.0.0.1:9/hook", subscribe_escalations=True)
+    )
+    ids = create(watcher, 180, berlin(2026, 12, 4, 10, 0))
+    threads: set[str] = set()
+    handle_chunk = escalation._handle_chunk
+
+    def noted(rows, roles, counts, *, bulk):
+        threads.add(threading.current_thread().name)
+        return handle_chunk(rows, roles, counts, bulk=bulk)
+
+    monkeypatch.setattr(escalation, "_handle_chunk", noted)
+    with time_machine.travel(berlin(2026, 12, 4, 10, 31), tick=False):
+        assert escalation.sweep().escalated == 180
+
+    assert len(threads) == 2
+    assert all(kinds(request_id) == ["created", "escalated"] for request_id in ids)
+    assert Ownership.objects.filter(request_id__in=ids, level=2).count() == 180
+    assert Notification.objects.filter(request_id__in=ids, kind="escalated").count() == 180
+    assert (
+        Delivery.objects.filter(request_id__in=ids, event_type="approval.escalated").count() == 180
+    )
     assert list(audit.verify()) == []
 
 
