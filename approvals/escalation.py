@@ -560,7 +560,9 @@ def escalate_many(requests: list[ApprovalRequest], roles: dict[str, Role]) -> in
     Each row's next deadline is computed for that row (its own calendar), and
     each audit event's HMAC covers that row's previous head, as ``escalate``
     does. A row that moved on since it was loaded (decided, claimed,
-    escalated by someone else) is not updated and gets nothing.
+    escalated by someone else) is not updated and gets nothing. Only the
+    objects of rows whose agent is told of escalations are brought up to
+    date; the others keep the state they were loaded in.
     """
     now = timezone.now()
     key = audit.audit_key()
@@ -597,8 +599,12 @@ def escalate_many(requests: list[ApprovalRequest], roles: dict[str, Role]) -> in
     done = [plan for plan in plans if plan.request.pk in notified]
     if not done:
         return 0
-    loaded = [(plan, {name: getattr(plan.request, name) for name in _MOVED}) for plan in done]
-    for plan in done:
+    # Only the rows sent to their agent are brought up to date in memory (the
+    # callback carries the request as it is now); the others' objects keep
+    # the state they were loaded in, which is all the caller reads of them.
+    told = [plan for plan in done if plan.request.agent.subscribe_escalations]
+    loaded = [(plan, {name: getattr(plan.request, name) for name in _MOVED}) for plan in told]
+    for plan in told:
         request = plan.request
         request.level, request.owner_role = request.level + 1, plan.to_role
         request.due_at, request.remind_at = plan.due_at, plan.remind_at
@@ -607,10 +613,9 @@ def escalate_many(requests: list[ApprovalRequest], roles: dict[str, Role]) -> in
         request.audit_seq, request.audit_head = plan.event.seq, plan.event.hash
     try:
         outbox.notified([notified[plan.request.pk] for plan in done])
-        for plan in done:
-            outbox.set_timer(plan.request)
-            if plan.request.agent.subscribe_escalations:
-                outbox.queue_callback(plan.request, "approval.escalated")
+        outbox.set_timers_on_commit([plan.due_at for plan in done])
+        for plan in told:
+            outbox.queue_callback(plan.request, "approval.escalated")
     except BaseException:
         # The caller rolls this chunk back and retries it row by row: give
         # it the rows as they were loaded, which is what the database holds.

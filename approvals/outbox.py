@@ -149,11 +149,16 @@ def set_timer(request: ApprovalRequest) -> None:
     """A precise timer for a deadline that is close (the sweep remains the
     guarantee: a timer lost with Redis changes nothing but the lag); none if
     this process set one for the same moment already (approvals.timers)."""
-    due_at = request.due_at
-    lookahead = timedelta(seconds=settings.APPROVALS_TIMER_LOOKAHEAD_SECONDS)
-    if due_at is None or due_at - timezone.now() > lookahead:
-        return
-    transaction.on_commit(lambda: set_timers([due_at]))
+    if request.due_at is not None:
+        set_timers_on_commit([request.due_at])
+
+
+def set_timers_on_commit(deadlines: list[datetime]) -> None:
+    """``set_timer`` for many deadlines, after the caller's commit."""
+    latest = timezone.now() + timedelta(seconds=settings.APPROVALS_TIMER_LOOKAHEAD_SECONDS)
+    close = [due_at for due_at in deadlines if due_at <= latest]
+    if close:
+        transaction.on_commit(lambda: set_timers(close))
 
 
 def set_timers(deadlines: list[datetime]) -> int:
