@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -145,25 +146,30 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> tuple[SweepResult
 
     Returns what it did, and how many due rows it loaded.
     """
-    counts = {"escalated": 0, "finished": 0, "reminded": 0, "failed": 0}
     seen = 0
     roles = {role.name: role for role in Role.objects.all()}
     bulk = connection.vendor == "postgresql"
     # Not inside a caller's transaction: the writer's connection would not see it.
-    writer = _writer() if bulk and not connection.in_atomic_block else None
+    shared = _Shared(roles, _writer() if bulk and not connection.in_atomic_block else None, bulk)
     sizes = _ramp(25, chunk)  # once per sweep: a batch's short tail does not restart it
-    while True:
-        oldest = ApprovalRequest.objects.due(now or timezone.now()).order_by("due_at")
-        due = _with_related(list(oldest.only(*_ESCALATION_FIELDS)[:batch]), roles)
-        seen += len(due)
-        chunks = _chunks(due, sizes)
-        if writer is None:
-            for rows in chunks:
-                _handle_chunk(rows, roles, counts, bulk=bulk)
-        else:
-            _handle_in_two(chunks, roles, counts, writer)
-        if len(due) < batch:
-            break
+    after: tuple[datetime, RequestId] | None = None
+    try:
+        while True:
+            due = _load_due(now or timezone.now(), batch, after, roles)
+            seen += len(due)
+            if due:  # read before the chunks are handed over: escalating moves due_at
+                after = (due[-1].deadline, due[-1].pk)
+            for rows in _chunks(due, sizes):
+                shared.put(rows)
+            # Until none is queued: the writer may still hold one, whose rows
+            # the next load skips (it starts after the last one loaded).
+            shared.help()
+            if len(due) < batch:
+                break
+    except BaseException:
+        shared.close(abandon=True)
+        raise
+    counts = shared.close()
     for request_id, remind_at in ApprovalRequest.objects.reminder_due(now).values_list(
         "id", "remind_at"
     )[:batch]:
@@ -194,42 +200,77 @@ def _handle_chunk(
                 counts[outcome] += 1
 
 
-def _handle_in_two(
-    chunks: Iterator[list[ApprovalRequest]],
-    roles: dict[str, Role],
-    counts: dict[str, int],
-    writer: ThreadPoolExecutor,
-) -> None:
-    """The chunks of one batch, taken in order by this thread and the writer
+def _load_due(
+    now: datetime, batch: int, after: tuple[datetime, RequestId] | None, roles: dict[str, Role]
+) -> list[ApprovalRequest]:
+    """Up to ``batch`` due rows, oldest deadline first, after ``after`` (the
+    deadline and id of the last row this pass loaded: the rows of chunks
+    still being written are not loaded again). A row skipped since (one that
+    a claim changed under the sweep) is found when the sweep looks again."""
+    due = ApprovalRequest.objects.due(now)
+    if after is not None:
+        # A range on the deadline (the partial index), less the ties already loaded.
+        due = due.filter(due_at__gte=after[0]).exclude(due_at=after[0], pk__lte=after[1])
+    oldest = due.order_by("due_at", "pk").only(*_ESCALATION_FIELDS)
+    return _with_related(list(oldest[:batch]), roles)
+
+
+class _Shared:
+    """Chunks handed out in order to the sweeping thread and the writer
     thread, each on its own connection: while PostgreSQL writes and commits
     one chunk, Python prepares the next (each row's deadline and the HMAC of
-    its event), so the sweep uses two cores where it used one. The rows of
-    two chunks are disjoint, and each chunk is its own transaction."""
-    lock, stop = threading.Lock(), threading.Event()
+    its event) or loads the next batch, so the sweep uses two cores where it
+    used one. The rows of two chunks are disjoint, and each chunk is its own
+    transaction. Without a writer, the sweeping thread handles them all."""
 
-    def take() -> list[ApprovalRequest] | None:
-        with lock:
-            return None if stop.is_set() else next(chunks, None)
+    def __init__(self, roles: dict[str, Role], writer: ThreadPoolExecutor | None, bulk: bool):
+        self.roles, self.bulk = roles, bulk
+        self.queue: deque[list[ApprovalRequest]] = deque()
+        self.ready = threading.Condition()
+        self.closed = False
+        self.counts = {"escalated": 0, "finished": 0, "reminded": 0, "failed": 0}
+        self.theirs = dict.fromkeys(self.counts, 0)
+        self.done = writer.submit(self._in_writer) if writer else None
 
-    def work(into: dict[str, int]) -> None:
-        while (rows := take()) is not None:
-            _handle_chunk(rows, roles, into, bulk=True)
+    def put(self, rows: list[ApprovalRequest]) -> None:
+        with self.ready:
+            self.queue.append(rows)
+            self.ready.notify()
 
-    def in_writer(into: dict[str, int]) -> None:
+    def help(self) -> None:
+        """Handle chunks in this thread until none is queued."""
+        while (rows := self._take(wait=False)) is not None:
+            _handle_chunk(rows, self.roles, self.counts, bulk=self.bulk)
+
+    def close(self, *, abandon: bool = False) -> dict[str, int]:
+        """Wait for the writer's last chunk (``abandon``: drop those queued)
+        and return the outcomes of both threads."""
+        with self.ready:
+            self.closed = True
+            if abandon:
+                self.queue.clear()
+            self.ready.notify_all()
+        self.help()
+        if self.done is not None:
+            if abandon:  # the caller raises its own error; the writer's is logged
+                if error := self.done.exception():
+                    logger.error("the sweep's writer failed too", exc_info=error)
+            else:
+                self.done.result()
+        return {outcome: n + self.theirs[outcome] for outcome, n in self.counts.items()}
+
+    def _take(self, *, wait: bool) -> list[ApprovalRequest] | None:
+        with self.ready:
+            while wait and not self.queue and not self.closed:
+                self.ready.wait()
+            return self.queue.popleft() if self.queue else None
+
+    def _in_writer(self) -> None:
         try:
-            work(into)
+            while (rows := self._take(wait=True)) is not None:
+                _handle_chunk(rows, self.roles, self.theirs, bulk=True)
         finally:
             connection.close()  # the writer's own: back to the pool
-
-    theirs = dict.fromkeys(counts, 0)
-    done = writer.submit(in_writer, theirs)
-    try:
-        work(counts)
-    finally:
-        stop.set()  # on an error here, the writer ends the chunk it holds, no more
-        done.result()
-        for outcome, number in theirs.items():
-            counts[outcome] += number
 
 
 _writers: dict[int, ThreadPoolExecutor] = {}

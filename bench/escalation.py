@@ -111,19 +111,17 @@ def time_timeouts() -> float:
 
 
 def time_stale_timers() -> float:
-    """After a sweep ended DUE requests in bulk, their precise timers still go
-    off, late: what each costs the engine (goal: one small query)."""
+    """After a sweep ended DUE requests in bulk, timers set for them still go
+    off: what each costs the engine (goal: one small query)."""
     from approvals import escalation
-    from approvals.models import ApprovalRequest
 
     fill(0, DUE)
-    was = list(ApprovalRequest.objects.values_list("id", "level", "due_at"))
     escalation.sweep()
     started = time.perf_counter()
-    for request_id, level, due_at in was:
-        assert escalation.fire(request_id, level=level, due_at=due_at) is None
+    for _ in range(DUE):
+        assert escalation.fire() is None
     elapsed = time.perf_counter() - started
-    print(f"{DUE:,} late timers for rows a sweep handled: {elapsed / DUE * 1000:.2f} ms each")
+    print(f"{DUE:,} timers with nothing left to do: {elapsed / DUE * 1000:.2f} ms each")
     return elapsed
 
 

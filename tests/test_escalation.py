@@ -413,6 +413,17 @@ class TestPreciseTimers:
         assert escalation.sweep().escalated == 2
         assert ApprovalRequest.objects.get(pk=later["id"]).level == 2
 
+    def test_a_sweep_in_small_batches_takes_each_due_row_once(self, clock, bot, invoice):
+        # Seven deadlines in the same microsecond, loaded three at a time:
+        # each load starts after the last row of the one before.
+        for _ in range(6):
+            bot.post("/api/v1/requests", INVOICE, format="json")
+        assert ApprovalRequest.objects.values("due_at").distinct().count() == 1
+        after(clock, minutes=31)
+
+        assert escalation.sweep(batch=3).escalated == 7
+        assert AuditEvent.objects.filter(kind="escalated").count() == 7
+
     def test_timers_are_set_for_the_next_minute_only(self, clock, bot, config):
         apply_documents(load_yaml(FAST), author="tests")
         soon = bot.post("/api/v1/requests", {"action": "fast.pay", "summary": "s"}, format="json")

@@ -186,7 +186,10 @@ def test_two_sweeps_racing_over_the_same_rows_escalate_each_once(config):
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
-def test_a_sweep_shares_its_chunks_between_two_connections_each_row_once(config, monkeypatch):
+@pytest.mark.parametrize("batch", [1000, 40])  # one load; loads while the writer writes
+def test_a_sweep_shares_its_chunks_between_two_connections_each_row_once(
+    config, monkeypatch, batch
+):
     # While one connection writes and commits a chunk, the other thread's
     # Python prepares the next: the rows of a batch, each in exactly one.
     watcher = agent_client(
@@ -202,7 +205,7 @@ def test_a_sweep_shares_its_chunks_between_two_connections_each_row_once(config,
 
     monkeypatch.setattr(escalation, "_handle_chunk", noted)
     with time_machine.travel(berlin(2026, 12, 4, 10, 31), tick=False):
-        assert escalation.sweep().escalated == 180
+        assert escalation.sweep(batch=batch).escalated == 180
 
     assert len(threads) == 2
     assert all(kinds(request_id) == ["created", "escalated"] for request_id in ids)
