@@ -31,7 +31,7 @@ SEAL_AUDIT = "approvals.tasks.seal_audit"
 SEND_NOTIFICATION = "approvals.tasks.send_notification"
 DELIVER_CALLBACK = "approvals.tasks.deliver_callback"
 # One message for many: the engine hands a chunk's notifications to their
-# lane, which sends one task per notification (approvals.outbox.notified).
+# lane, which sends them together (approvals.notifications.send_many).
 FAN_OUT_NOTIFICATIONS = "approvals.tasks.fan_out_notifications"
 
 LANE = {

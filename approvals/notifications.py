@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import unicodedata
 from datetime import datetime, timedelta
 
@@ -23,6 +24,10 @@ from approvals.notify import Message, Unreachable, channels
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
+# A batch (send_many) stops starting sends after this long and hands the rest
+# to tasks of their own: its lease (above) must outlast its last send (each
+# channel bounds its own, 10 s).
+BATCH_BUDGET = timedelta(seconds=15)
 # A row still unsent this long after it was written has lost its task (Redis
 # down, a worker killed): the outbox sweep hands it to a new one.
 HAND_OVER_AFTER = timedelta(seconds=30)
@@ -56,7 +61,59 @@ def send(notification_id: int, lease: datetime | None = None) -> bool:
         .defer(*_UNREAD)
         .get(pk=notification_id)
     )
-    message = compose(notification)
+    results, errors = _deliver(notification, compose(notification))
+    return _settle(notification_id, results, errors)
+
+
+def send_many(notification_ids: list[int]) -> list[tuple[int, datetime]]:
+    """``send`` for the notifications a chunk of the sweep wrote (a burst of
+    escalations is thousands): one claim, one load, each role's members read
+    once and the outcomes written together, where ``send`` takes four
+    queries and a task of its own for each. Every notification still goes
+    to every channel and keeps its own outcome; one held by someone else is
+    skipped.
+
+    Should the sends take longer than ``BATCH_BUDGET`` (a slow channel), the
+    rest are handed back, still leased to this batch: returns those (id,
+    lease) pairs, for tasks of their own (``send`` with the lease)."""
+    now = timezone.now()
+    lease = now + LEASE
+    free = Q(locked_until__isnull=True) | Q(locked_until__lt=now)
+    with transaction.atomic():
+        claimed = list(
+            Notification.objects.filter(pk__in=notification_ids, sent_at__isnull=True)
+            .filter(free)
+            .filter(attempts__lt=MAX_ATTEMPTS)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        Notification.objects.filter(pk__in=claimed).update(
+            locked_until=lease, attempts=F("attempts") + 1
+        )
+    batch = (
+        Notification.objects.select_related("request", "role", "user")
+        .defer(*_UNREAD)
+        .filter(pk__in=claimed)
+        .order_by("pk")
+    )
+    members: dict[int, list[str]] = {}
+    give_up = time.monotonic() + BATCH_BUDGET.total_seconds()
+    done, left = [], []
+    for notification in batch:
+        if time.monotonic() > give_up:
+            left.append((notification.pk, lease))
+            continue
+        results, errors = _deliver(notification, compose(notification, members))
+        done.append(_outcome(notification, results, errors))
+    # Only rows this batch still holds: a lease that ran out meanwhile is
+    # someone else's now, and their outcome theirs to write.
+    Notification.objects.filter(locked_until=lease).bulk_update(done, _OUTCOME_FIELDS)
+    return left
+
+
+def _deliver(notification: Notification, message: Message) -> tuple[dict[str, str], list[str]]:
+    """Send ``message`` through each channel that has not taken it yet: the
+    results by channel, and the errors."""
     results = dict(notification.channel_results)
     errors = []
     pending = [(name, channel) for name, channel in channels().items() if name not in results]
@@ -74,8 +131,8 @@ def send(notification_id: int, lease: datetime | None = None) -> bool:
         # Recorded channel by channel, so a crash before the end re-sends
         # nothing; the last one's result goes with the outcome, in one write.
         if number < len(pending):
-            Notification.objects.filter(pk=notification_id).update(channel_results=results)
-    return _settle(notification_id, results, errors)
+            Notification.objects.filter(pk=notification.pk).update(channel_results=results)
+    return results, errors
 
 
 # What composing a message never reads of the request: not loaded (a payload
@@ -90,6 +147,26 @@ def _settle(notification_id: int, results: dict[str, str], errors: list[str]) ->
     """Sent when every channel delivered; retried while one failed for a
     reason that may pass; given up (never marked sent, error kept for the
     admin) when a channel had nobody to reach."""
+    fields = _outcome_fields(notification_id, results, errors)
+    Notification.objects.filter(pk=notification_id).update(**fields)
+    return "sent_at" in fields
+
+
+_OUTCOME_FIELDS = ["locked_until", "last_error", "channel_results", "sent_at", "attempts"]
+
+
+def _outcome(
+    notification: Notification, results: dict[str, str], errors: list[str]
+) -> Notification:
+    """``notification`` with its outcome set on it, as ``_settle`` writes it."""
+    for name, value in _outcome_fields(notification.pk, results, errors).items():
+        setattr(notification, name, value)
+    return notification
+
+
+def _outcome_fields(
+    notification_id: int, results: dict[str, str], errors: list[str]
+) -> dict[str, object]:
     fields: dict[str, object] = {
         "locked_until": None,
         "last_error": "; ".join(errors)[:2000],
@@ -101,8 +178,7 @@ def _settle(notification_id: int, results: dict[str, str], errors: list[str]) ->
         fields["attempts"] = MAX_ATTEMPTS  # only unreachable ones left: retrying cannot help
     if errors:
         logger.warning("notification %s: %s", notification_id, fields["last_error"])
-    Notification.objects.filter(pk=notification_id).update(**fields)
-    return "sent_at" in fields
+    return fields
 
 
 def _label(path: str) -> str:
@@ -134,12 +210,19 @@ def hand_over_unsent(
     return [(pk, lease) for pk in ids]
 
 
-def compose(notification: Notification) -> Message:
+def compose(notification: Notification, members: dict[int, list[str]] | None = None) -> Message:
+    """The message for ``notification``; ``members`` keeps each role's member
+    addresses between calls (a batch reads them once per role)."""
     request, role = notification.request, notification.role
     url = f"{settings.SITE_URL.rstrip('/')}/requests/{request.pk}"
-    recipients = (
-        [role.email] if role.email else [user.email for user in role.members() if user.email]
-    )
+    if role.email:
+        recipients = [role.email]
+    elif members is not None and role.pk in members:
+        recipients = members[role.pk]
+    else:
+        recipients = [user.email for user in role.members() if user.email]
+        if members is not None:
+            members[role.pk] = recipients
     if notification.user is not None:  # to the requester, not to the role
         recipients = [notification.user.email] if notification.user.email else []
     lines = [

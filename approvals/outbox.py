@@ -174,7 +174,7 @@ def set_timers(deadlines: list[datetime]) -> int:
 def _fan_out(task_name: str, items: list[int]) -> None:
     """Hand many outbox rows to their lane in one message per 100: the sender
     of a chunk pays one broker round trip per 100 rows, not one per row, and
-    each row still gets its own task (and time limit) in its lane."""
+    the lane sends them together (``notifications.send_many``)."""
     for start in range(0, len(items), 100):
         _enqueue(task_name, items[start : start + 100])
 
