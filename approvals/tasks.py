@@ -54,7 +54,8 @@ def send_notification(notification_id: int, lease: str | None = None) -> bool:
 def fan_out_notifications(notification_ids: list[int]) -> int:
     """Send a chunk's notifications together (notifications.send_many); those
     a slow channel left no time for get tasks of their own, each with its
-    own time limit. Returns how many this task sent or tried."""
+    own time limit. Returns how many it did not hand on (sent, failed, or
+    already sent or held by someone else)."""
     left = notifications.send_many(notification_ids)
     for notification_id, lease in left:
         send_notification.delay(notification_id, lease.isoformat())
