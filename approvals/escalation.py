@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from approvals import audit, outbox, sla
@@ -60,6 +61,10 @@ BATCH, CHUNK = 1000, 500  # rows a sweep loads at once, and commits at once (at 
 # One sweep at a time (a session advisory lock: "CS" and 1; a single 64-bit
 # key, which PostgreSQL keeps apart from the callbacks' two-key slot locks).
 SWEEP_LOCK = 0x43530001
+# The helper's (help_sweep): a second engine process that takes half of a
+# backlog while it holds this, the rows with an odd last byte of their id.
+HELPER_LOCK = 0x43530002
+ASK_FOR_HELP_EVERY = 1.0  # seconds, at most, while a sweep has a backlog and no helper
 
 
 @dataclass(frozen=True)
@@ -95,14 +100,31 @@ def sweep(
         # (fire): look once more now that it is free, or they would wait for
         # the next sweep. Unless this pass saw due rows and moved none of
         # them: those the next sweep retries, not this loop.
+        # Nor while a helper ends its half of a backlog: what is due may be its.
         stuck = seen and not (result.escalated or result.finished or result.failed)
         if now is not None or stuck or not ApprovalRequest.objects.due().exists():
+            return total
+        if connection.vendor == "postgresql" and _helped():
             return total
         wait = 0.0
 
 
+def help_sweep() -> SweepResult:
+    """Take half of the sweep's backlog: the sweep that has one asks for help
+    (a task in the engine's lane), and a second engine process, if there is
+    one, ends the due rows whose id ends in an odd byte while the sweep does
+    the others; with one engine process the task runs after the sweep and
+    finds nothing left. One helper at a time; it stops when its half is done
+    and the sweep, seeing its lock free, takes every row again."""
+    with one_sweep(0, key=HELPER_LOCK) as mine:
+        if not mine:
+            return SweepResult()
+        result, _ = _sweep(batch=BATCH, chunk=CHUNK, now=None, half=_ODD)
+        return result
+
+
 @contextmanager
-def one_sweep(wait: float) -> Iterator[bool]:
+def one_sweep(wait: float, *, key: int = SWEEP_LOCK) -> Iterator[bool]:
     """Hold the sweep's lock (a PostgreSQL session advisory lock, freed with the
     connection if the worker dies), waiting up to ``wait`` seconds for it;
     yields False if another sweep still holds it. SQLite: always True."""
@@ -112,7 +134,7 @@ def one_sweep(wait: float) -> Iterator[bool]:
     give_up = time.monotonic() + wait
     while True:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK])
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
             (taken,) = cursor.fetchone()
         if taken:
             break
@@ -124,10 +146,12 @@ def one_sweep(wait: float) -> Iterator[bool]:
         yield True
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK])
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
-def _sweep(*, batch: int, chunk: int, now: datetime | None) -> tuple[SweepResult, int]:
+def _sweep(
+    *, batch: int, chunk: int, now: datetime | None, half: int | None = None
+) -> tuple[SweepResult, int]:
     """The sweep itself:
 
     1. Load a batch of due rows, oldest deadline first (the partial index).
@@ -143,8 +167,11 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> tuple[SweepResult
     4. Each change is conditional on the state we loaded (and its audit
        head); a row another process handled in the meantime updates nothing.
     5. Repeat until no due rows are left; then send the due reminders.
+    6. With a backlog (a whole batch due), ask a second engine process for
+       help (``help_sweep``); while one helps, load only the even half.
 
-    Returns what it did, and how many due rows it loaded.
+    ``half``: the helper's, the odd half only (and no reminders). Returns
+    what it did, and how many due rows it loaded.
     """
     seen = 0
     roles = {role.name: role for role in Role.objects.all()}
@@ -153,9 +180,17 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> tuple[SweepResult
     shared = _Shared(roles, _writer() if bulk and not connection.in_atomic_block else None, bulk)
     sizes = _ramp(25, chunk)  # once per sweep: a batch's short tail does not restart it
     after: tuple[datetime, RequestId] | None = None
+    asked = 0.0
     try:
         while True:
-            due = _load_due(now or timezone.now(), batch, after, roles)
+            mine = half
+            if half is None and bulk and _helped():
+                mine = _EVEN
+            due = _load_due(now or timezone.now(), batch, after, roles, mine)
+            backlog = half is None and bulk and mine is None and len(due) == batch
+            if backlog and time.monotonic() - asked > ASK_FOR_HELP_EVERY:
+                asked = time.monotonic()
+                outbox.ask_for_help()
             seen += len(due)
             if due:  # read before the chunks are handed over: escalating moves due_at
                 after = (due[-1].deadline, due[-1].pk)
@@ -170,9 +205,10 @@ def _sweep(*, batch: int, chunk: int, now: datetime | None) -> tuple[SweepResult
         shared.close(abandon=True)
         raise
     counts = shared.close()
-    for request_id, remind_at in ApprovalRequest.objects.reminder_due(now).values_list(
-        "id", "remind_at"
-    )[:batch]:
+    reminders = ApprovalRequest.objects.reminder_due(now)
+    if half is not None:  # the sweep's: a helper takes only escalations and timeouts
+        reminders = reminders.none()
+    for request_id, remind_at in reminders.values_list("id", "remind_at")[:batch]:
         if remind_at is None:  # the query excludes it; this tells the type checker
             continue
         try:
@@ -200,14 +236,45 @@ def _handle_chunk(
                 counts[outcome] += 1
 
 
+_EVEN, _ODD = 0, 1
+# The last byte of the id: random in a UUID 4, so the halves are even.
+_HALF = RawSQL(
+    'get_byte(uuid_send("' + ApprovalRequest._meta.db_table + '"."id"), 15) %% 2',
+    [],
+    output_field=models.IntegerField(),
+)
+
+
+def _helped() -> bool:
+    """Whether a helper sweep is running: someone holds its lock (looked up,
+    not tried, so that a helper starting now does not find it taken)."""
+    with connection.cursor() as cursor:
+        # A 64-bit advisory key shows as its two 32-bit halves, objsubid 1.
+        cursor.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND classid = %s::oid AND objid = %s::oid AND objsubid = 1 AND granted)""",
+            [HELPER_LOCK >> 32, HELPER_LOCK & 0xFFFFFFFF],
+        )
+        (held,) = cursor.fetchone()
+    return bool(held)
+
+
 def _load_due(
-    now: datetime, batch: int, after: tuple[datetime, RequestId] | None, roles: dict[str, Role]
+    now: datetime,
+    batch: int,
+    after: tuple[datetime, RequestId] | None,
+    roles: dict[str, Role],
+    half: int | None = None,
 ) -> list[ApprovalRequest]:
     """Up to ``batch`` due rows, oldest deadline first, after ``after`` (the
     deadline and id of the last row this pass loaded: the rows of chunks
-    still being written are not loaded again). A row skipped since (one that
-    a claim changed under the sweep) is found when the sweep looks again."""
+    still being written are not loaded again), of one ``half`` only if given.
+    A row skipped since (one that a claim changed under the sweep) is found
+    when the sweep looks again."""
     due = ApprovalRequest.objects.due(now)
+    if half is not None:
+        due = due.alias(half=_HALF).filter(half=half)
     if after is not None:
         # A range on the deadline (the partial index), less the ties already loaded.
         due = due.filter(due_at__gte=after[0]).exclude(due_at=after[0], pk__lte=after[1])

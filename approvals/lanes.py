@@ -23,6 +23,7 @@ CALLBACKS = "callbacks"
 QUEUES = (ENGINE, NOTIFICATIONS, CALLBACKS)
 
 SWEEP = "approvals.tasks.sweep"
+HELP_SWEEP = "approvals.tasks.help_sweep"
 FIRE_DEADLINE = "approvals.tasks.fire_deadline"
 SET_DEADLINE_TIMERS = "approvals.tasks.set_deadline_timers"
 SWEEP_OUTBOXES = "approvals.tasks.sweep_outboxes"
@@ -36,6 +37,7 @@ FAN_OUT_NOTIFICATIONS = "approvals.tasks.fan_out_notifications"
 
 LANE = {
     SWEEP: ENGINE,
+    HELP_SWEEP: ENGINE,
     FIRE_DEADLINE: ENGINE,
     SET_DEADLINE_TIMERS: ENGINE,
     SWEEP_OUTBOXES: ENGINE,

@@ -145,6 +145,12 @@ def enqueue_delivery(delivery_id: int, lease: datetime) -> None:
     _enqueue(lanes.DELIVER_CALLBACK, delivery_id, lease.isoformat())
 
 
+def ask_for_help() -> None:
+    """Ask another engine process to take half of the sweep's backlog
+    (escalation.help_sweep); nothing if the broker is down."""
+    _enqueue(lanes.HELP_SWEEP)
+
+
 def set_timer(request: ApprovalRequest) -> None:
     """A precise timer for a deadline that is close (the sweep remains the
     guarantee: a timer lost with Redis changes nothing but the lag); none if

@@ -20,6 +20,12 @@ def sweep() -> dict:
     return result.__dict__
 
 
+@shared_task(name=lanes.HELP_SWEEP)
+def help_sweep() -> dict:
+    """Half of a sweep's backlog, in a second engine process (if there is one)."""
+    return escalation.help_sweep().__dict__
+
+
 @shared_task(name=lanes.FIRE_DEADLINE)
 def fire_deadline(*moment: str) -> str | None:
     """A timer set for ``moment`` went off (approvals.timers). Timers of an

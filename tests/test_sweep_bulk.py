@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from threading import Barrier
@@ -32,7 +33,7 @@ from approvals.models import (
 )
 from policies.config import apply_documents, load_yaml
 from policies.models import Role
-from tests.helpers import INVOICE, agent_client, decide
+from tests.helpers import INVOICE, agent_client, another_session, decide
 
 # The set-based statement is PostgreSQL's; on SQLite the sweep goes row by row.
 postgresql_only = pytest.mark.skipif(
@@ -214,6 +215,40 @@ def test_a_sweep_shares_its_chunks_between_two_connections_each_row_once(
     assert (
         Delivery.objects.filter(request_id__in=ids, event_type="approval.escalated").count() == 180
     )
+    assert list(audit.verify()) == []
+
+
+@postgresql_only
+def test_a_sweep_with_a_backlog_asks_another_engine_process_for_help(config, bot, monkeypatch):
+    sent: list[str] = []
+    monkeypatch.setattr(
+        "approvals.outbox._enqueue", lambda name, *args, eta=None: sent.append(name)
+    )
+    create(bot, 5, berlin(2026, 12, 4, 10, 0))
+
+    with time_machine.travel(berlin(2026, 12, 4, 10, 31), tick=False):
+        assert escalation.sweep(batch=2).escalated == 5  # a whole batch due: a backlog
+
+    assert "approvals.tasks.help_sweep" in sent
+
+
+@postgresql_only
+def test_a_helper_takes_the_odd_half_of_a_backlog_and_the_sweep_the_even_half(config, bot):
+    ids = create(bot, 24, berlin(2026, 12, 4, 10, 0))
+    odd = {i for i in ids if uuid.UUID(i).bytes[15] % 2}
+    assert 0 < len(odd) < 24  # 24 random ids: both halves (1 in 8 million otherwise)
+
+    with time_machine.travel(berlin(2026, 12, 4, 10, 31), tick=False):
+        with another_session() as helper:  # a helper in another process holds its lock
+            helper.execute("SELECT pg_advisory_lock(%s)", [escalation.HELPER_LOCK])
+            assert escalation.sweep().escalated == 24 - len(odd)
+        assert escalation.help_sweep().escalated == len(odd)
+        assert escalation.help_sweep() == escalation.SweepResult()  # nothing left
+
+    assert {
+        str(pk) for pk in ApprovalRequest.objects.filter(level=2).values_list("pk", flat=True)
+    } == set(ids)
+    assert all(kinds(request_id) == ["created", "escalated"] for request_id in ids)
     assert list(audit.verify()) == []
 
 
