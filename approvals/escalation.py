@@ -464,8 +464,9 @@ def fire() -> str | None:
     run one at a time. (Making every timer sweep was measured worse in the
     soak: every deadline of the run waited on one process.) More than one (a
     burst, or a worker that restarted and whose timers go off late): the
-    sweep, which ends them in bulk; if a sweep is running already, it finds
-    them (``sweep`` looks again once it lets go of its lock).
+    sweep, which ends them in bulk; if a sweep is running already, this
+    process helps it (``help_sweep``), and what is left the sweep finds
+    (it looks again once it lets go of its lock).
 
     A timer with nothing left to do (a sweep or a decision was first) costs
     one small query."""
@@ -473,6 +474,8 @@ def fire() -> str | None:
     ids = list(due)
     if len(ids) > 1:
         result = sweep()
+        if result == SweepResult() and connection.vendor == "postgresql":
+            result = help_sweep()  # one is running: take half of its backlog
         return "swept" if result.escalated or result.finished else None
     if not ids:
         return None

@@ -386,12 +386,18 @@ class TestPreciseTimers:
             assert escalation.fire() == "escalated"
 
     @pytest.mark.skipif(connection.vendor != "postgresql", reason="advisory locks")
-    def test_a_timer_leaves_a_burst_to_the_sweep_running(self, clock, bot, invoice):
-        bot.post("/api/v1/requests", INVOICE, format="json")
+    def test_a_timer_helps_the_sweep_running_with_a_burst(self, clock, bot, invoice):
+        # It takes the odd half (by the id's last byte) and leaves the rest
+        # to the running sweep.
+        for _ in range(11):
+            bot.post("/api/v1/requests", INVOICE, format="json")
+        ids = list(ApprovalRequest.objects.values_list("pk", flat=True))
+        odd = {pk for pk in ids if pk.bytes[15] % 2}
         after(clock, minutes=31)
         with other_sweep_running():
-            assert escalation.fire() is None
-        assert ApprovalRequest.objects.filter(level=1).count() == 2
+            assert escalation.fire() == ("swept" if odd else None)
+        escalated = ApprovalRequest.objects.filter(level=2).values_list("pk", flat=True)
+        assert set(escalated) == odd
 
     @pytest.mark.skipif(connection.vendor != "postgresql", reason="the set-based step")
     def test_a_sweep_looks_again_once_it_lets_go_of_its_lock(
