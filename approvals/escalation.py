@@ -65,6 +65,7 @@ SWEEP_LOCK = 0x43530001
 # backlog while it holds this, the rows with an odd last byte of their id.
 HELPER_LOCK = 0x43530002
 ASK_FOR_HELP_EVERY = 1.0  # seconds, at most, while a sweep has a backlog and no helper
+BACKLOG = 200  # due rows in one load that make a backlog worth sharing
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,9 @@ def _sweep(
     4. Each change is conditional on the state we loaded (and its audit
        head); a row another process handled in the meantime updates nothing.
     5. Repeat until no due rows are left; then send the due reminders.
-    6. With a backlog (a whole batch due), ask a second engine process for
-       help (``help_sweep``); while one helps, load only the even half.
+    6. With a backlog (``BACKLOG`` rows due at once), ask a second engine
+       process for help (``help_sweep``); while one helps, load only the
+       even half.
 
     ``half``: the helper's, the odd half only (and no reminders). Returns
     what it did, and how many due rows it loaded.
@@ -187,7 +189,7 @@ def _sweep(
             if half is None and bulk and _helped():
                 mine = _EVEN
             due = _load_due(now or timezone.now(), batch, after, roles, mine)
-            backlog = half is None and bulk and mine is None and len(due) == batch
+            backlog = half is None and bulk and mine is None and len(due) >= min(BACKLOG, batch)
             if backlog and time.monotonic() - asked > ASK_FOR_HELP_EVERY:
                 asked = time.monotonic()
                 outbox.ask_for_help()
