@@ -101,10 +101,10 @@ def sweep(
         # (fire): look once more now that it is free, or they would wait for
         # the next sweep. Unless this pass saw due rows and moved none of
         # them: those the next sweep retries, not this loop.
-        # Nor while a helper ends its half of a backlog: what is due may be its.
         stuck = seen and not (result.escalated or result.finished or result.failed)
         if now is not None or stuck or not ApprovalRequest.objects.due().exists():
             return total
+        # Nor while a helper ends its half of a backlog: what is due may be its.
         if connection.vendor == "postgresql" and _helped():
             return total
         wait = 0.0
