@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from approvals.models import Notification
@@ -45,22 +45,14 @@ def send(notification_id: int, lease: datetime | None = None) -> bool:
     """Send one notification unless someone else holds it: a task the outbox
     sweep handed it to holds it by ``lease`` (see ``hand_over_unsent``)."""
     now = timezone.now()
-    free = Q(locked_until__isnull=True) | Q(locked_until__lt=now)
-    if lease is not None:
-        free |= Q(locked_until=lease)
     claimed = (
-        Notification.objects.filter(pk=notification_id, sent_at__isnull=True)
-        .filter(free)
-        .filter(attempts__lt=MAX_ATTEMPTS)
+        _sendable(now, lease)
+        .filter(pk=notification_id)
         .update(locked_until=now + LEASE, attempts=F("attempts") + 1)
     )
     if not claimed:
         return False
-    notification = (
-        Notification.objects.select_related("request", "role", "user")
-        .defer(*_UNREAD)
-        .get(pk=notification_id)
-    )
+    notification = _to_compose().get(pk=notification_id)
     results, errors = _deliver(notification, compose(notification))
     return _settle(notification_id, results, errors)
 
@@ -78,24 +70,17 @@ def send_many(notification_ids: list[int]) -> list[tuple[int, datetime]]:
     lease) pairs, for tasks of their own (``send`` with the lease)."""
     now = timezone.now()
     lease = now + LEASE
-    free = Q(locked_until__isnull=True) | Q(locked_until__lt=now)
     with transaction.atomic():
         claimed = list(
-            Notification.objects.filter(pk__in=notification_ids, sent_at__isnull=True)
-            .filter(free)
-            .filter(attempts__lt=MAX_ATTEMPTS)
+            _sendable(now)
+            .filter(pk__in=notification_ids)
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)
         )
         Notification.objects.filter(pk__in=claimed).update(
             locked_until=lease, attempts=F("attempts") + 1
         )
-    batch = (
-        Notification.objects.select_related("request", "role", "user")
-        .defer(*_UNREAD)
-        .filter(pk__in=claimed)
-        .order_by("pk")
-    )
+    batch = _to_compose().filter(pk__in=claimed).order_by("pk")
     members: dict[int, list[str]] = {}
     give_up = time.monotonic() + BATCH_BUDGET.total_seconds()
     done, left = [], []
@@ -135,12 +120,23 @@ def _deliver(notification: Notification, message: Message) -> tuple[dict[str, st
     return results, errors
 
 
-# What composing a message never reads of the request: not loaded (a payload
-# may be large, and each notification is one more row to decode).
-_UNREAD = (
-    "request__payload", "request__requester", "request__decision_payload",
-    "request__decided_by", "request__calendar",
-)  # fmt: skip
+def _sendable(now: datetime, lease: datetime | None = None) -> QuerySet[Notification]:
+    """Notifications a sender may take now: unsent, with attempts left, and
+    leased to nobody (or their lease ran out, or it is ``lease``)."""
+    free = Q(locked_until__isnull=True) | Q(locked_until__lt=now)
+    if lease is not None:
+        free |= Q(locked_until=lease)
+    return Notification.objects.filter(free, sent_at__isnull=True, attempts__lt=MAX_ATTEMPTS)
+
+
+def _to_compose() -> QuerySet[Notification]:
+    """Notifications with what ``compose`` reads, and without what it never
+    does of the request (a payload may be large, and each notification is one
+    more row to decode)."""
+    return Notification.objects.select_related("request", "role", "user").defer(
+        "request__payload", "request__requester", "request__decision_payload",
+        "request__decided_by", "request__calendar",
+    )  # fmt: skip
 
 
 def _settle(notification_id: int, results: dict[str, str], errors: list[str]) -> bool:
@@ -199,9 +195,8 @@ def hand_over_unsent(
     lease = now + LEASE
     with transaction.atomic():
         ids = list(
-            Notification.objects.filter(sent_at__isnull=True, created_at__lte=now - older_than)
-            .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-            .filter(attempts__lt=MAX_ATTEMPTS)
+            _sendable(now)
+            .filter(created_at__lte=now - older_than)
             .order_by("created_at")
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)[:limit]
