@@ -16,6 +16,7 @@
    for failover: the second helps with a backlog) (goal: p99 under 1 s).
 
     .venv/bin/python bench/escalation.py --only-burst [--timers] [--engine-workers 2]
+        [--without-notifications]
     .venv/bin/python bench/escalation.py --only-sweeps  # just 1.
 """
 
@@ -133,6 +134,7 @@ def lag_run(
     spread: float = 20.0,
     engine_lane: bool = False,
     engine_workers: int = 1,
+    notifications: bool = True,
 ) -> None:
     from django.utils import timezone
 
@@ -156,7 +158,9 @@ def lag_run(
             processes.worker("worker", "-Q", "engine", "--pool=solo")
             for n in range(2, engine_workers + 1):  # for failover; each helps with a backlog
                 processes.worker(f"worker{n}", "-Q", "engine", "--pool=solo")
-            processes.worker("others", "-Q", "notifications,callbacks", "--pool=solo")
+            # Without notifications: the bound that their sending on the same cores sets.
+            lanes = "notifications,callbacks" if notifications else "callbacks"
+            processes.worker("others", "-Q", lanes, "--pool=solo")
         else:
             processes.worker()
         processes.beat()
@@ -196,7 +200,8 @@ def lag_run(
         print(
             f"escalation lag, {count:,} {shape}, worker+beat on Redis, "
             f"{'sweep + timers' if timers else 'sweep only'}"
-            f"{f' (engine lane on {engine_workers} worker(s) of its own)' if engine_lane else ''}: "
+            f"{f' (engine lane on {engine_workers} worker(s) of its own)' if engine_lane else ''}"
+            f"{'' if notifications else ', nobody sending notifications'}: "
             f"p50={stats['p50']:.0f} ms p99={stats['p99']:.0f} ms max={stats['max']:.0f} ms"
         )
     finally:
@@ -216,6 +221,10 @@ def main() -> None:
         "--engine-workers", type=int, default=1,
         help="--only-burst with this many engine workers (the README advises 2, for failover)",
     )  # fmt: skip
+    parser.add_argument(
+        "--without-notifications", action="store_true",
+        help="--only-burst with nobody sending notifications: what their sending costs the lag",
+    )  # fmt: skip
     args = parser.parse_args()
     setup()
     from approvals.agents import create_agent
@@ -232,7 +241,7 @@ def main() -> None:
     if args.only_burst:
         lag_run(
             timers=args.timers, count=10_000, spread=1.0, engine_lane=True,
-            engine_workers=args.engine_workers,
+            engine_workers=args.engine_workers, notifications=not args.without_notifications,
         )  # fmt: skip
         return
     big = time_sweep(100_000)
