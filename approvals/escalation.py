@@ -250,13 +250,24 @@ _HALF = RawSQL(
 def _helped() -> bool:
     """Whether a helper sweep is running: someone holds its lock (looked up,
     not tried, so that a helper starting now does not find it taken)."""
+    return _held(HELPER_LOCK)
+
+
+def sweeping() -> bool:
+    """Whether a sweep or a helper is ending due requests now (PostgreSQL;
+    elsewhere, never: SQLite runs them in the caller)."""
+    return connection.vendor == "postgresql" and (_held(SWEEP_LOCK) or _held(HELPER_LOCK))
+
+
+def _held(key: int) -> bool:
+    """Whether any session holds the advisory lock ``key``."""
     with connection.cursor() as cursor:
         # A 64-bit advisory key shows as its two 32-bit halves, objsubid 1.
         cursor.execute(
             """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND classid = %s::oid AND objid = %s::oid AND objsubid = 1 AND granted)""",
-            [HELPER_LOCK >> 32, HELPER_LOCK & 0xFFFFFFFF],
+            [key >> 32, key & 0xFFFFFFFF],
         )
         (held,) = cursor.fetchone()
     return bool(held)

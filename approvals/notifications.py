@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-import unicodedata
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from approvals.escalation import sweeping
+from approvals.messages import DIGEST_FROM, Members, compose, compose_digest, digest_key
 from approvals.models import Notification
 from approvals.notify import Message, Unreachable, channels
 
@@ -31,14 +31,13 @@ BATCH_BUDGET = timedelta(seconds=15)
 # A row still unsent this long after it was written has lost its task (Redis
 # down, a worker killed): the outbox sweep hands it to a new one.
 HAND_OVER_AFTER = timedelta(seconds=30)
+# How long a sweep's notifications let the sweep that wrote them go first:
+# in a burst, the engine and the notifications lane share the machine's
+# cores, and every escalation's lag counts, while a mail two seconds later
+# does not (after_sweeps).
+AFTER_SWEEPS_FOR = timedelta(seconds=2)
+AFTER_SWEEPS_EVERY = 0.05  # seconds between looks
 MAX_ATTEMPTS = 10
-SUBJECTS: dict[str, str] = {
-    Notification.Kind.NEW: "Approval needed",
-    Notification.Kind.ESCALATED: "Escalated to you",
-    Notification.Kind.REMINDER: "Reminder: a decision is due soon",
-    Notification.Kind.TICKET: "Manual review needed (no decision in time)",
-    Notification.Kind.OUTCOME: "Your request ended {status}",
-}
 
 
 def send(notification_id: int, lease: datetime | None = None) -> bool:
@@ -53,26 +52,43 @@ def send(notification_id: int, lease: datetime | None = None) -> bool:
     if not claimed:
         return False
     notification = _to_compose().get(pk=notification_id)
-    results, errors = _deliver(notification, compose(notification))
+    results, errors = _deliver([notification], compose(notification))
     return _settle(notification_id, results, errors)
 
 
-def send_many(notification_ids: list[int]) -> list[tuple[int, datetime]]:
+def after_sweeps(written: datetime) -> None:
+    """Wait while a sweep (or its helper) is running, until ``AFTER_SWEEPS_FOR``
+    after ``written``, when a sweep's notifications were handed over: a
+    burst's sweep ends its ten thousand rows a third sooner when it has the
+    cores to itself (bench/escalation.py --only-burst), and its
+    notifications go out together after it. Later messages of the same
+    burst wait less, none beyond the bound: under sweeps without end,
+    notifications are late by ``AFTER_SWEEPS_FOR`` at most."""
+    until = written + AFTER_SWEEPS_FOR
+    while timezone.now() < until and sweeping():
+        time.sleep(AFTER_SWEEPS_EVERY)
+
+
+def send_many(
+    notification_ids: list[int], lease: datetime | None = None
+) -> list[tuple[int, datetime]]:
     """``send`` for the notifications a chunk of the sweep wrote (a burst of
     escalations is thousands): one claim, one load, each role's members read
     once and the outcomes written together, where ``send`` takes four
     queries and a task of its own for each. Every notification still goes
     to every channel and keeps its own outcome; one held by someone else is
-    skipped.
+    skipped, unless ``lease`` is the one it is held by (see ``send``).
+    ``DIGEST_FROM`` or more to the same people about the same kind of event
+    go as one digest (approvals.messages), and share its outcome.
 
     Should the sends take longer than ``BATCH_BUDGET`` (a slow channel), the
     rest are handed back, still leased to this batch: returns those (id,
     lease) pairs, for tasks of their own (``send`` with the lease)."""
     now = timezone.now()
-    lease = now + LEASE
+    held, lease = lease, now + LEASE
     with transaction.atomic():
         claimed = list(
-            _sendable(now)
+            _sendable(now, held)
             .filter(pk__in=notification_ids)
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)
@@ -80,19 +96,20 @@ def send_many(notification_ids: list[int]) -> list[tuple[int, datetime]]:
         Notification.objects.filter(pk__in=claimed).update(
             locked_until=lease, attempts=F("attempts") + 1
         )
-    batch = _to_compose().filter(pk__in=claimed).order_by("pk")
-    members: dict[int, list[str]] = {}
+    batch = list(_to_compose().filter(pk__in=claimed).order_by("pk"))
+    members: Members = {}
     give_up = time.monotonic() + BATCH_BUDGET.total_seconds()
     outcomes: dict[str, tuple[dict[str, object], list[int]]] = {}
     left = []
-    for notification in batch:
+    for group in _messages(batch):
+        ids = [notification.pk for notification in group]
         if time.monotonic() > give_up:
-            left.append((notification.pk, lease))
+            left += [(pk, lease) for pk in ids]
             continue
-        results, errors = _deliver(notification, compose(notification, members))
-        fields = _outcome_fields(notification.pk, results, errors)
-        _, ids = outcomes.setdefault(_same(fields), (fields, []))
-        ids.append(notification.pk)
+        message = compose(group[0], members) if len(group) == 1 else compose_digest(group, members)
+        results, errors = _deliver(group, message)
+        fields = _outcome_fields(ids, results, errors)
+        outcomes.setdefault(_same(fields), (fields, []))[1].extend(ids)
     # One statement per distinct outcome (nearly always one: every channel
     # sent), where bulk_update built a CASE per row and field: it was most of
     # a batch's time. Only rows this batch still holds: a lease that ran out
@@ -105,16 +122,34 @@ def send_many(notification_ids: list[int]) -> list[tuple[int, datetime]]:
     return left
 
 
+def _messages(batch: list[Notification]) -> list[list[Notification]]:
+    """``batch`` as the messages to send: the notifications of a digest
+    together, every other one alone."""
+    alike: dict[tuple, list[Notification]] = {}
+    for notification in batch:
+        alike.setdefault(digest_key(notification), []).append(notification)
+    digests, alone = [], []
+    for group in alike.values():
+        if len(group) >= DIGEST_FROM:
+            digests.append(group)
+        else:
+            alone += [[notification] for notification in group]
+    return digests + alone
+
+
 def _same(fields: dict[str, object]) -> str:
     """What tells two outcomes apart; of ``sent_at``, only whether it is set
     (the batch writes one time)."""
     return json.dumps({**fields, "sent_at": "sent_at" in fields}, sort_keys=True)
 
 
-def _deliver(notification: Notification, message: Message) -> tuple[dict[str, str], list[str]]:
-    """Send ``message`` through each channel that has not taken it yet: the
-    results by channel, and the errors."""
-    results = dict(notification.channel_results)
+def _deliver(
+    notifications: list[Notification], message: Message
+) -> tuple[dict[str, str], list[str]]:
+    """Send ``message`` (for ``notifications``: one, or a digest's) through
+    each channel that has not taken it yet: the results by channel, and the
+    errors."""
+    results = dict(notifications[0].channel_results)
     errors = []
     pending = [(name, channel) for name, channel in channels().items() if name not in results]
     for number, (name, channel) in enumerate(pending, 1):
@@ -131,7 +166,9 @@ def _deliver(notification: Notification, message: Message) -> tuple[dict[str, st
         # Recorded channel by channel, so a crash before the end re-sends
         # nothing; the last one's result goes with the outcome, in one write.
         if number < len(pending):
-            Notification.objects.filter(pk=notification.pk).update(channel_results=results)
+            Notification.objects.filter(pk__in=[n.pk for n in notifications]).update(
+                channel_results=results
+            )
     return results, errors
 
 
@@ -165,13 +202,13 @@ def _settle(notification_id: int, results: dict[str, str], errors: list[str]) ->
     """Sent when every channel delivered; retried while one failed for a
     reason that may pass; given up (never marked sent, error kept for the
     admin) when a channel had nobody to reach."""
-    fields = _outcome_fields(notification_id, results, errors)
+    fields = _outcome_fields([notification_id], results, errors)
     Notification.objects.filter(pk=notification_id).update(**fields)
     return "sent_at" in fields
 
 
 def _outcome_fields(
-    notification_id: int, results: dict[str, str], errors: list[str]
+    notification_ids: list[int], results: dict[str, str], errors: list[str]
 ) -> dict[str, object]:
     fields: dict[str, object] = {
         "locked_until": None,
@@ -183,7 +220,8 @@ def _outcome_fields(
     elif all(name in results for name in channels()):
         fields["attempts"] = MAX_ATTEMPTS  # only unreachable ones left: retrying cannot help
     if errors:
-        logger.warning("notification %s: %s", notification_id, fields["last_error"])
+        which = ", ".join(map(str, notification_ids))
+        logger.warning("notification %s: %s", which, fields["last_error"])
     return fields
 
 
@@ -213,68 +251,3 @@ def hand_over_unsent(
         )
         Notification.objects.filter(pk__in=ids).update(locked_until=lease)
     return [(pk, lease) for pk in ids]
-
-
-def compose(notification: Notification, members: dict[int, list[str]] | None = None) -> Message:
-    """The message for ``notification``; ``members`` keeps each role's member
-    addresses between calls (a batch reads them once per role)."""
-    request, role = notification.request, notification.role
-    url = f"{settings.SITE_URL.rstrip('/')}/requests/{request.pk}"
-    if role.email:
-        recipients = [role.email]
-    elif members is not None and role.pk in members:
-        recipients = members[role.pk]
-    else:
-        recipients = [user.email for user in role.members() if user.email]
-        if members is not None:
-            members[role.pk] = recipients
-    if notification.user is not None:  # to the requester, not to the role
-        recipients = [notification.user.email] if notification.user.email else []
-    lines = [
-        request.summary,
-        "",
-        f"Action: {request.action}",
-        f"Owner: {role.name} (level {notification.level} of {len(request.levels)})",
-    ]
-    if notification.kind == Notification.Kind.ESCALATED:
-        previous = request.levels[notification.level - 2]["role"]
-        lines.append(f"Escalated from: {previous}, who did not decide in time")
-    if notification.kind == Notification.Kind.OUTCOME:
-        lines.append(f"Outcome: {request.status}, requested on your behalf")
-        if request.decision_reason:
-            lines.append(f"Reason: {request.decision_reason}")
-    elif notification.kind == Notification.Kind.TICKET:
-        lines.append(f"Outcome: {request.status}; a manual-review ticket is open for {role.name}")
-    elif request.due_at:
-        lines.append(f"Decide by: {request.due_at:%Y-%m-%d %H:%M:%S} UTC")
-    lines += ["", "Context:"]
-    lines += [f"  {key}: {_short(value)}" for key, value in (request.context or {}).items()]
-    lines += [
-        "",
-        f"Open the request: {url}",
-        "(The link only opens the page; decisions are made there, after you log in.)",
-    ]
-    title = SUBJECTS[notification.kind].format(status=request.status)
-    subject = header_safe(f"[Countersign] {title}: {request.summary}")
-    return Message(
-        kind=notification.kind,
-        role=role.name,
-        recipients=recipients,
-        subject=subject,
-        body="\n".join(lines),
-        url=url,
-        slack_webhook=role.slack_webhook,
-    )
-
-
-def header_safe(text: str, limit: int = 200) -> str:
-    """One line of printable text: an agent's summary may hold newlines or other
-    control characters, which would make a mail subject invalid (header
-    injection) and the notification unsendable."""
-    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
-    return " ".join(cleaned.split())[:limit]
-
-
-def _short(value: object) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 200 else text[:197] + "..."

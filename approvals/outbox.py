@@ -180,9 +180,12 @@ def set_timers(deadlines: list[datetime]) -> int:
 def _fan_out(task_name: str, items: list[int]) -> None:
     """Hand many outbox rows to their lane in one message per 100: the sender
     of a chunk pays one broker round trip per 100 rows, not one per row, and
-    the lane sends them together (``notifications.send_many``)."""
+    the lane sends them together (``notifications.send_many``). Each message
+    says when it was written (no lease yet): the lane lets the sweep that
+    wrote it finish first, for a while (``notifications.after_sweeps``)."""
+    written = timezone.now().isoformat()
     for start in range(0, len(items), 100):
-        _enqueue(task_name, items[start : start + 100])
+        _enqueue(task_name, items[start : start + 100], None, written)
 
 
 def publish_soon(task_name: str, *args: Any) -> None:

@@ -57,24 +57,33 @@ def send_notification(notification_id: int, lease: str | None = None) -> bool:
 
 
 @shared_task(name=lanes.FAN_OUT_NOTIFICATIONS, soft_time_limit=45, time_limit=55)
-def fan_out_notifications(notification_ids: list[int]) -> int:
-    """Send a chunk's notifications together (notifications.send_many); those
-    a slow channel left no time for get tasks of their own, each with its
-    own time limit. Returns how many it did not hand on (sent, failed, or
-    already sent or held by someone else)."""
-    left = notifications.send_many(notification_ids)
-    for notification_id, lease in left:
-        send_notification.delay(notification_id, lease.isoformat())
+def fan_out_notifications(
+    notification_ids: list[int], lease: str | None = None, written: str | None = None
+) -> int:
+    """Send a chunk's notifications together (notifications.send_many), once
+    the sweep that wrote them at ``written`` is done, or a little later;
+    those a slow channel left no time for get tasks of their own, each with
+    its own time limit. Returns how many it did not hand on (sent, failed,
+    or already sent or held by someone else)."""
+    if written:
+        notifications.after_sweeps(_moment(written))
+    left = notifications.send_many(notification_ids, lease=_moment(lease) if lease else None)
+    for notification_id, theirs in left:
+        send_notification.delay(notification_id, theirs.isoformat())
     return len(notification_ids) - len(left)
 
 
 @shared_task(name=lanes.SWEEP_OUTBOXES)
 def sweep_outboxes() -> int:
     """Hand the notifications a lost task left behind to the notifications lane
-    (never send them here: the engine's lane does not wait on the network)."""
+    (never send them here: the engine's lane does not wait on the network),
+    100 to a task: those that failed together (a digest, a channel down in a
+    burst) are retried as a digest again, not one message each."""
     taken = notifications.hand_over_unsent()
-    for notification_id, lease in taken:
-        send_notification.delay(notification_id, lease.isoformat())
+    for start in range(0, len(taken), 100):
+        part = taken[start : start + 100]
+        lease = part[0][1]  # one for all: hand_over_unsent leases them together
+        fan_out_notifications.delay([pk for pk, _ in part], lease.isoformat())
     return len(taken)
 
 

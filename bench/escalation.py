@@ -136,9 +136,10 @@ def lag_run(
     engine_workers: int = 1,
     notifications: bool = True,
 ) -> None:
+    from django.db.models import Max
     from django.utils import timezone
 
-    from approvals.models import ApprovalRequest, AuditEvent
+    from approvals.models import ApprovalRequest, AuditEvent, Notification
 
     sys.path.insert(0, str(ROOT))
     from tests.processes import Processes, RedisServer, wait_for
@@ -196,13 +197,20 @@ def lag_run(
         )
         lags = [late * 1000 for late in escalated.values_list("data__late_seconds", flat=True)]
         stats = percentiles(lags)
+        told = ""
+        if notifications:  # when the last role heard of its escalations
+            unsent = Notification.objects.filter(kind="escalated", sent_at__isnull=True)
+            wait_for(lambda: not unsent.exists(), timeout=120, what="notifications", every=0.5)
+            last = Notification.objects.filter(kind="escalated").aggregate(Max("sent_at"))
+            late = (last["sent_at__max"] - (start + timedelta(seconds=spread))).total_seconds()
+            told = f"; every notification sent {late:.1f} s after the last deadline"
         shape = "due in the same second" if spread <= 1 else "staggered deadlines"
         print(
             f"escalation lag, {count:,} {shape}, worker+beat on Redis, "
             f"{'sweep + timers' if timers else 'sweep only'}"
             f"{f' (engine lane on {engine_workers} worker(s) of its own)' if engine_lane else ''}"
             f"{'' if notifications else ', nobody sending notifications'}: "
-            f"p50={stats['p50']:.0f} ms p99={stats['p99']:.0f} ms max={stats['max']:.0f} ms"
+            f"p50={stats['p50']:.0f} ms p99={stats['p99']:.0f} ms max={stats['max']:.0f} ms{told}"
         )
     finally:
         processes.stop_all()

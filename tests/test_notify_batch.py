@@ -1,6 +1,7 @@
 """A chunk of the sweep hands its notifications to their lane in one message,
 and the lane sends them together (approvals.notifications.send_many): each
-still goes to every channel once and keeps its own outcome."""
+still goes to every channel once, and many to the same people go as one
+digest (approvals.messages) that lists each request."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals import notifications, tasks
+from approvals import escalation, notifications, tasks
 from approvals.models import Notification
-from tests.helpers import INVOICE
+from tests.helpers import INVOICE, after, another_session
+
+EMAIL = "approvals.notify.email.EmailChannel"
 
 
 def new_requests(bot, count: int) -> list[int]:
@@ -24,20 +27,55 @@ def new_requests(bot, count: int) -> list[int]:
     return list(Notification.objects.filter(kind="new").order_by("pk").values_list("pk", flat=True))
 
 
-def test_a_batch_sends_each_notification_with_a_query_count_independent_of_its_size(bot):
+def test_a_batch_costs_the_same_queries_whatever_its_size(bot):
     few = new_requests(bot, 3)
     with CaptureQueriesContext(connection) as small:
         assert notifications.send_many(few) == []
+    assert len(mail.outbox) == 3  # fewer than DIGEST_FROM: one mail each
     mail.outbox.clear()
     many = [pk for pk in new_requests(bot, 15) if pk not in few]
     with CaptureQueriesContext(connection) as large:
         assert notifications.send_many(many) == []
 
     assert len(large) == len(small)
-    assert len(mail.outbox) == 15
-    assert {tuple(m.to) for m in mail.outbox} == {("maria@example.com", "tom@example.com")}
-    assert {m.subject.rsplit(": ", 1)[1] for m in mail.outbox} == {f"#{n}" for n in range(15)}
     assert not Notification.objects.filter(sent_at__isnull=True).exists()
+
+
+def test_many_to_the_same_people_go_as_one_digest_that_lists_each_request(bot):
+    ids = new_requests(bot, 15)
+
+    assert notifications.send_many(ids) == []
+
+    [digest] = mail.outbox
+    assert digest.to == ["maria@example.com", "tom@example.com"]
+    assert digest.subject == "[Countersign] 15 approvals needed"
+    requests = Notification.objects.filter(pk__in=ids).values_list("request_id", flat=True)
+    assert all(f"- #{n}\n" in digest.body for n in range(15))
+    assert all(f"/requests/{request_id}\n" in digest.body for request_id in requests)
+    assert "Your inbox: http://127.0.0.1:8000/\n" in digest.body
+    sent = Notification.objects.filter(pk__in=ids)
+    assert all(row.channel_results == {EMAIL: "sent"} for row in sent)
+    assert all(row.sent_at and row.locked_until is None and row.attempts == 1 for row in sent)
+
+
+def test_a_digest_that_fails_leaves_each_of_its_notifications_to_be_retried(bot, settings):
+    settings.EMAIL_BACKEND = "tests.test_notify_batch.RefusesDigests"
+    ids = new_requests(bot, 6)
+
+    assert notifications.send_many(ids) == []
+
+    assert mail.outbox == []
+    for row in Notification.objects.filter(pk__in=ids):
+        assert row.sent_at is None and "refused a digest" in row.last_error
+        assert row.locked_until is None and row.attempts == 1
+    # The outbox sweep hands them on together: a digest again.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    handed = notifications.hand_over_unsent(older_than=timedelta(0))
+    assert sorted(pk for pk, _ in handed) == sorted(ids)
+    assert tasks.fan_out_notifications(ids, handed[0][1].isoformat()) == 6
+    [digest] = mail.outbox
+    assert digest.subject == "[Countersign] 6 approvals needed"
+    assert not Notification.objects.filter(pk__in=ids, sent_at__isnull=True).exists()
 
 
 def test_a_notification_sent_already_or_held_elsewhere_is_skipped(bot):
@@ -98,8 +136,58 @@ def test_a_batch_out_of_time_hands_the_rest_to_tasks_of_their_own(bot, monkeypat
     assert len(mail.outbox) == 2
 
 
+class RefusesDigests(EmailBackend):
+    def send_messages(self, messages):
+        if any("approvals needed" in message.subject for message in messages):
+            raise ConnectionRefusedError("refused a digest")
+        return super().send_messages(messages)
+
+
 class RefusesNumberOne(EmailBackend):
     def send_messages(self, messages):
         if any(message.subject.endswith("#1") for message in messages):
             raise ConnectionRefusedError("refused #1")
         return super().send_messages(messages)
+
+
+def test_a_sweeps_notifications_wait_for_the_sweep_to_end(bot, monkeypatch):
+    # In a burst the sweep and the notifications lane share the cores: the
+    # escalations go first, their notifications right after.
+    ids = new_requests(bot, 2)
+    with another_session() as sweep:
+        sweep.execute("SELECT pg_advisory_lock(%s)", [escalation.SWEEP_LOCK])
+        sent_while_sweeping = []
+
+        def the_sweep_ends(seconds):
+            sent_while_sweeping.append(len(mail.outbox))
+            sweep.execute("SELECT pg_advisory_unlock(%s)", [escalation.SWEEP_LOCK])
+
+        monkeypatch.setattr(notifications.time, "sleep", the_sweep_ends)
+        assert tasks.fan_out_notifications(ids, None, timezone.now().isoformat()) == 2
+
+    assert sent_while_sweeping == [0]
+    assert len(mail.outbox) == 2
+
+
+def test_a_sweep_that_does_not_end_holds_its_notifications_back_two_seconds_at_most(
+    bot, monkeypatch, clock
+):
+    ids = new_requests(bot, 2)
+    with another_session() as helper:  # a helper sweep counts as a sweep
+        helper.execute("SELECT pg_advisory_lock(%s)", [escalation.HELPER_LOCK])
+        looks = []
+
+        def look_again(seconds):
+            looks.append(seconds)
+            after(clock, seconds=0.5)
+
+        monkeypatch.setattr(notifications.time, "sleep", look_again)
+        assert tasks.fan_out_notifications(ids, None, timezone.now().isoformat()) == 2
+        assert len(looks) == 4 and len(mail.outbox) == 2  # sent, the sweep still running
+
+        # Written longer ago than that (the lane runs behind): sent at once.
+        mail.outbox.clear()
+        Notification.objects.update(sent_at=None, channel_results={})
+        written = timezone.now() - notifications.AFTER_SWEEPS_FOR
+        assert tasks.fan_out_notifications(ids, None, written.isoformat()) == 2
+        assert len(looks) == 4 and len(mail.outbox) == 2

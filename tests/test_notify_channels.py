@@ -83,6 +83,27 @@ def test_a_failing_channel_neither_blocks_nor_resends_the_others(with_slack, inv
     assert len(with_slack) == 2 and len(mail.outbox) == 1  # the retry did not mail again
 
 
+def test_a_burst_is_one_slack_post_and_a_retry_posts_only_where_it_failed(with_slack, bot):
+    # Slack answers a webhook posting faster than about once a second with
+    # 429: a burst must not be a post per request.
+    for n in range(6):
+        bot.post("/api/v1/requests", {**INVOICE, "summary": f"<!channel> #{n}"}, format="json")
+    ids = list(Notification.objects.filter(kind="new").values_list("pk", flat=True))
+    with_slack.answers.append(429)
+
+    assert notifications.send_many(ids) == []
+    assert len(with_slack) == 1 and len(mail.outbox) == 1  # one digest each; Slack refused
+
+    handed = notifications.hand_over_unsent(older_than=timedelta(0))
+    assert notifications.send_many(ids, lease=handed[0][1]) == []
+    [_, post] = with_slack
+    assert len(mail.outbox) == 1  # not mailed again
+    assert post["text"].startswith("*[Countersign] 6 approvals needed*")
+    assert all(f"&lt;!channel&gt; #{n}" in post["text"] for n in range(6))
+    assert "<!channel>" not in post["text"]
+    assert not Notification.objects.filter(sent_at__isnull=True).exists()
+
+
 def test_a_summary_with_newlines_still_makes_a_valid_subject(bot):
     body = {**INVOICE, "summary": "Refund\r\nBcc: everyone@example.com\u2028\t now"}
     created = bot.post("/api/v1/requests", body, format="json").json()
