@@ -35,6 +35,7 @@ DIGEST_SUBJECTS: dict[str, str] = {
 # Notifications of one batch to the same people about the same kind of event
 # from which on they go as one digest: fewer are read one by one.
 DIGEST_FROM = 5
+DIGEST_MOST = 100  # requests one digest lists: a mail still read, a Slack post within its limit
 
 Members = dict[int, list[str]]  # a role's id -> its members' addresses, read once per batch
 

@@ -17,7 +17,14 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from approvals.escalation import sweeping
-from approvals.messages import DIGEST_FROM, Members, compose, compose_digest, digest_key
+from approvals.messages import (
+    DIGEST_FROM,
+    DIGEST_MOST,
+    Members,
+    compose,
+    compose_digest,
+    digest_key,
+)
 from approvals.models import Notification
 from approvals.notify import Message, Unreachable, channels
 
@@ -131,7 +138,7 @@ def _messages(batch: list[Notification]) -> list[list[Notification]]:
     digests, alone = [], []
     for group in alike.values():
         if len(group) >= DIGEST_FROM:
-            digests.append(group)
+            digests += [group[n : n + DIGEST_MOST] for n in range(0, len(group), DIGEST_MOST)]
         else:
             alone += [[notification] for notification in group]
     return digests + alone

@@ -58,6 +58,21 @@ def test_many_to_the_same_people_go_as_one_digest_that_lists_each_request(bot):
     assert all(row.sent_at and row.locked_until is None and row.attempts == 1 for row in sent)
 
 
+def test_a_digest_lists_a_bounded_number_of_requests(bot, monkeypatch):
+    monkeypatch.setattr(notifications, "DIGEST_MOST", 6)
+    ids = new_requests(bot, 15)
+
+    assert notifications.send_many(ids) == []
+
+    assert sorted(m.subject for m in mail.outbox) == [
+        "[Countersign] 3 approvals needed",
+        "[Countersign] 6 approvals needed",
+        "[Countersign] 6 approvals needed",
+    ]
+    assert sum(m.body.count("\n- #") for m in mail.outbox) == 15
+    assert not Notification.objects.filter(sent_at__isnull=True).exists()
+
+
 def test_a_digest_that_fails_leaves_each_of_its_notifications_to_be_retried(bot, settings):
     settings.EMAIL_BACKEND = "tests.test_notify_batch.RefusesDigests"
     ids = new_requests(bot, 6)
