@@ -66,11 +66,11 @@ def send(notification_id: int, lease: datetime | None = None) -> bool:
 def after_sweeps(written: datetime) -> None:
     """Wait while a sweep (or its helper) is running, until ``AFTER_SWEEPS_FOR``
     after ``written``, when a sweep's notifications were handed over: a
-    burst's sweep ends its ten thousand rows a third sooner when it has the
-    cores to itself (bench/escalation.py --only-burst), and its
-    notifications go out together after it. Later messages of the same
-    burst wait less, none beyond the bound: under sweeps without end,
-    notifications are late by ``AFTER_SWEEPS_FOR`` at most."""
+    burst's escalations land sooner when its sweep has the cores to itself
+    (bench/escalation.py --only-burst), and its notifications go out
+    together after it. Later messages of the same burst wait less, none
+    beyond the bound: under sweeps without end, notifications are late by
+    ``AFTER_SWEEPS_FOR`` at most."""
     until = written + AFTER_SWEEPS_FOR
     while timezone.now() < until and sweeping():
         time.sleep(AFTER_SWEEPS_EVERY)

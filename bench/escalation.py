@@ -16,7 +16,7 @@
    for failover: the second helps with a backlog) (goal: p99 under 1 s).
 
     .venv/bin/python bench/escalation.py --only-burst [--timers] [--engine-workers 2]
-        [--without-notifications]
+        [--without-notifications] [--busy-loops N]
     .venv/bin/python bench/escalation.py --only-sweeps  # just 1.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -135,6 +136,7 @@ def lag_run(
     engine_lane: bool = False,
     engine_workers: int = 1,
     notifications: bool = True,
+    busy_loops: int = 0,
 ) -> None:
     from django.db.models import Max
     from django.utils import timezone
@@ -154,6 +156,7 @@ def lag_run(
         APPROVALS_TIMER_LOOKAHEAD_SECONDS="60" if timers else "0",
     )
     processes = Processes(logs, env)
+    loops: list[subprocess.Popen] = []
     try:
         if engine_lane:  # as the README advises: the engine's lane on a worker of its own
             processes.worker("worker", "-Q", "engine", "--pool=solo")
@@ -167,6 +170,10 @@ def lag_run(
         processes.beat()
         wait_for(lambda: "ready" in processes.log("worker"), timeout=60, what="worker")
         fill(0, 0)
+        # Neighbours on the same cores, as on a shared machine: each a process
+        # that spins at full speed (the kernel gives it its share of a core).
+        spin = [sys.executable, "-c", "while True: pass"]
+        loops += [subprocess.Popen(spin) for _ in range(busy_loops)]
         start = timezone.now() + timedelta(seconds=3 + count / 5000)  # after the INSERT
         row = requests_factory()
         rows = [row(start + timedelta(seconds=spread * n / count)) for n in range(count)]
@@ -209,10 +216,13 @@ def lag_run(
             f"escalation lag, {count:,} {shape}, worker+beat on Redis, "
             f"{'sweep + timers' if timers else 'sweep only'}"
             f"{f' (engine lane on {engine_workers} worker(s) of its own)' if engine_lane else ''}"
-            f"{'' if notifications else ', nobody sending notifications'}: "
+            f"{'' if notifications else ', nobody sending notifications'}"
+            f"{f', {busy_loops} busy loop(s) beside it' if busy_loops else ''}: "
             f"p50={stats['p50']:.0f} ms p99={stats['p99']:.0f} ms max={stats['max']:.0f} ms{told}"
         )
     finally:
+        for loop in loops:
+            loop.kill()
         processes.stop_all()
         redis.stop()
 
@@ -228,6 +238,10 @@ def main() -> None:
     parser.add_argument(
         "--engine-workers", type=int, default=1,
         help="--only-burst with this many engine workers (the README advises 2, for failover)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--busy-loops", type=int, default=0,
+        help="--only-burst with this many processes spinning beside it (a shared machine)",
     )  # fmt: skip
     parser.add_argument(
         "--without-notifications", action="store_true",
@@ -250,6 +264,7 @@ def main() -> None:
         lag_run(
             timers=args.timers, count=10_000, spread=1.0, engine_lane=True,
             engine_workers=args.engine_workers, notifications=not args.without_notifications,
+            busy_loops=args.busy_loops,
         )  # fmt: skip
         return
     big = time_sweep(100_000)

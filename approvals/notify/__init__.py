@@ -17,7 +17,9 @@ class Message:
     recipients: list[str]  # email addresses: the role's, or each member's
     subject: str
     body: str
-    url: str  # the request's page: a link only opens it, nothing is decided by a GET
+    # The request's page (a digest's: the inbox): a link only opens it,
+    # nothing is decided by a GET.
+    url: str
     slack_webhook: str = ""  # the role's own channel, if it has one
 
 
