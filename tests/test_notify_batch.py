@@ -200,9 +200,16 @@ def test_a_sweep_that_does_not_end_holds_its_notifications_back_two_seconds_at_m
         assert tasks.fan_out_notifications(ids, None, timezone.now().isoformat()) == 2
         assert len(looks) == 4 and len(mail.outbox) == 2  # sent, the sweep still running
 
+        # Written "in the future" (the engine's clock is ahead): the same bound.
+        mail.outbox.clear()
+        Notification.objects.update(sent_at=None, channel_results={})
+        written = timezone.now() + timedelta(minutes=5)
+        assert tasks.fan_out_notifications(ids, None, written.isoformat()) == 2
+        assert len(looks) == 8 and len(mail.outbox) == 2
+
         # Written longer ago than that (the lane runs behind): sent at once.
         mail.outbox.clear()
         Notification.objects.update(sent_at=None, channel_results={})
         written = timezone.now() - notifications.AFTER_SWEEPS_FOR
         assert tasks.fan_out_notifications(ids, None, written.isoformat()) == 2
-        assert len(looks) == 4 and len(mail.outbox) == 2
+        assert len(looks) == 8 and len(mail.outbox) == 2
