@@ -229,7 +229,8 @@ def _outcome_fields(
     elif all(name in results for name in channels()):
         fields["attempts"] = MAX_ATTEMPTS  # only unreachable ones left: retrying cannot help
     if errors:
-        which = ", ".join(map(str, notification_ids))
+        first, more = notification_ids[0], len(notification_ids) - 1
+        which = f"{first} and {more} more (a digest)" if more else str(first)
         logger.warning("notification %s: %s", which, fields["last_error"])
     return fields
 

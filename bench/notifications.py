@@ -5,9 +5,9 @@
 Escalates ``--count`` due requests with one sweep (so each has an escalation
 notification, as in a burst), then sends half of them one by one through
 ``approvals.notifications.send`` (a task each) and the other half 100 at a
-time through ``send_many`` (as the sweep hands them to the lane), with
-Django's in-memory mail backend, and prints the time and the database
-queries per notification.
+time through ``send_many`` (as the sweep hands them to the lane: one digest
+per role and batch), with Django's in-memory mail backend, and prints the
+time and the database queries per notification.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> None:
             assert notifications.send_many(rest[start : start + 100]) == []
     elapsed = time.perf_counter() - started
     print(
-        f"{len(rest):,} sent 100 at a time (send_many): "
+        f"{len(rest):,} sent 100 at a time (send_many, as digests): "
         f"{elapsed / len(rest) * 1000:.2f} ms and {queries / len(rest):.2f} queries each"
     )
 
