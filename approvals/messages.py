@@ -121,7 +121,28 @@ def compose_digest(group: list[Notification], members: Members | None = None) ->
     )
 
 
-def digest_key(notification: Notification) -> tuple:
+def grouped(batch: list[Notification]) -> list[list[Notification]]:
+    """``batch`` as the messages to send (``compose_group`` each): the
+    notifications of a digest together, at most ``DIGEST_MOST`` to one,
+    every other one alone."""
+    alike: dict[tuple, list[Notification]] = {}
+    for notification in batch:
+        alike.setdefault(_digest_key(notification), []).append(notification)
+    digests, alone = [], []
+    for group in alike.values():
+        if len(group) >= DIGEST_FROM:
+            digests += [group[n : n + DIGEST_MOST] for n in range(0, len(group), DIGEST_MOST)]
+        else:
+            alone += [[notification] for notification in group]
+    return digests + alone
+
+
+def compose_group(group: list[Notification], members: Members | None = None) -> Message:
+    """The message for one group of ``grouped``: a digest, or one request's."""
+    return compose(group[0], members) if len(group) == 1 else compose_digest(group, members)
+
+
+def _digest_key(notification: Notification) -> tuple:
     """Notifications with the same key go to the same people about the same
     kind of event, through the same channels (a retry, to those that have
     not taken it yet): one digest can stand for them all."""

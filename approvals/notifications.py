@@ -17,14 +17,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from approvals.escalation import sweeping
-from approvals.messages import (
-    DIGEST_FROM,
-    DIGEST_MOST,
-    Members,
-    compose,
-    compose_digest,
-    digest_key,
-)
+from approvals.messages import Members, compose, compose_group, grouped
 from approvals.models import Notification
 from approvals.notify import Message, Unreachable, channels
 
@@ -87,8 +80,8 @@ def send_many(
     queries and a task of its own for each. Every notification still goes
     to every channel and keeps its own outcome; one held by someone else is
     skipped, unless ``lease`` is the one it is held by (see ``send``).
-    ``DIGEST_FROM`` or more to the same people about the same kind of event
-    go as one digest (approvals.messages), and share its outcome.
+    Several to the same people about the same kind of event go as one
+    digest (approvals.messages.grouped), and share its outcome.
 
     Should the sends take longer than ``BATCH_BUDGET`` (a slow channel), the
     rest are handed back, still leased to this batch: returns those (id,
@@ -110,13 +103,12 @@ def send_many(
     give_up = time.monotonic() + BATCH_BUDGET.total_seconds()
     outcomes: dict[str, tuple[dict[str, object], list[int]]] = {}
     left = []
-    for group in _messages(batch):
+    for group in grouped(batch):
         ids = [notification.pk for notification in group]
         if time.monotonic() > give_up:
             left += [(pk, lease) for pk in ids]
             continue
-        message = compose(group[0], members) if len(group) == 1 else compose_digest(group, members)
-        results, errors = _deliver(group, message)
+        results, errors = _deliver(group, compose_group(group, members))
         fields = _outcome_fields(ids, results, errors)
         outcomes.setdefault(_same(fields), (fields, []))[1].extend(ids)
     # One statement per distinct outcome (nearly always one: every channel
@@ -129,21 +121,6 @@ def send_many(
             fields["sent_at"] = sent
         Notification.objects.filter(pk__in=ids, locked_until=lease).update(**fields)
     return left
-
-
-def _messages(batch: list[Notification]) -> list[list[Notification]]:
-    """``batch`` as the messages to send: the notifications of a digest
-    together, every other one alone."""
-    alike: dict[tuple, list[Notification]] = {}
-    for notification in batch:
-        alike.setdefault(digest_key(notification), []).append(notification)
-    digests, alone = [], []
-    for group in alike.values():
-        if len(group) >= DIGEST_FROM:
-            digests += [group[n : n + DIGEST_MOST] for n in range(0, len(group), DIGEST_MOST)]
-        else:
-            alone += [[notification] for notification in group]
-    return digests + alone
 
 
 def _same(fields: dict[str, object]) -> str:

@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals import escalation, notifications, tasks
+from approvals import escalation, messages, notifications, tasks
 from approvals.models import Notification
 from tests.helpers import INVOICE, after, another_session
 
@@ -59,7 +59,7 @@ def test_many_to_the_same_people_go_as_one_digest_that_lists_each_request(bot):
 
 
 def test_a_digest_lists_a_bounded_number_of_requests(bot, monkeypatch):
-    monkeypatch.setattr(notifications, "DIGEST_MOST", 6)
+    monkeypatch.setattr(messages, "DIGEST_MOST", 6)
     ids = new_requests(bot, 15)
 
     assert notifications.send_many(ids) == []
